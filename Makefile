@@ -1,0 +1,42 @@
+# flowlite: `make demo` and `make test` are all a newcomer needs (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
+STAMP := $(VENV)/.requirements-$(REQ_HASH)
+# One torch thread: on 2 busy cores two threads stall (spec §10.6).
+export OMP_NUM_THREADS ?= 1
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+export MPLBACKEND ?= Agg
+
+.PHONY: setup demo test test-unit test-notebooks notebooks clean
+
+# The venv is (re)built only when requirements.txt changes.
+$(STAMP): requirements.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.requirements-*
+	@touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python -m flowlite targets --problem all --out runs/demo
+	@echo "demo done: figures and tables are in runs/demo/ (open runs/demo/*.md)"
+
+test: setup
+	FLOWLITE_FAST=1 $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=900 --durations=10
+
+test-unit: setup
+	FLOWLITE_FAST=1 $(BIN)/python -m pytest -q tests
+
+test-notebooks: setup
+	FLOWLITE_FAST=1 $(BIN)/python -m pytest -q notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
+
+notebooks: setup
+	$(BIN)/python -m pip install --quiet jupyterlab==4.6.6
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf runs .pytest_cache

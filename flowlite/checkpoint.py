@@ -1,0 +1,115 @@
+"""Checkpoints that never corrupt and resume exactly (DESIGN §6).
+
+A checkpoint is a folder ``step_NNNNNNN/`` with ``model.safetensors`` (trainable parameters and buffers, no
+pickle) and ``training_state.pt`` (optimizer, scheduler, RNG states, step; read with ``weights_only=True``).
+It is written under a temporary name and renamed into place, so a crash mid-write leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+PREFIX = "step_"
+
+
+def trainable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters that require grad plus the persistent buffers of modules that are not frozen: what training
+    changes. Frozen submodules (a base model whose parameters all have requires_grad=False) are not saved."""
+    state = {n: p.detach() for n, p in module.named_parameters() if p.requires_grad}
+    frozen = [name + "." for name, sub in module.named_modules()
+              if name and any(True for _ in sub.parameters()) and not any(p.requires_grad for p in sub.parameters())]
+    names = set(module.state_dict().keys())
+    state.update({n: b.detach() for n, b in module.named_buffers()
+                  if n in names and not any(n.startswith(prefix) for prefix in frozen)})
+    return {k: v.contiguous().clone() for k, v in state.items()}
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: str | Path, module: nn.Module, optimizer=None, scheduler=None, step: int = 0,
+                    keep_last: int | None = None, extra: dict | None = None) -> Path:
+    """Write ``directory/step_NNNNNNN`` atomically (temp folder, then rename) and keep the newest ``keep_last``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"{PREFIX}{step:07d}"
+    tmp = directory / f".tmp-{PREFIX}{step:07d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(trainable_state_dict(module), str(tmp / "model.safetensors"), metadata={"step": str(step)})
+    state = {"step": step, "rng": rng_state(), "extra": extra or {}}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    torch.save(state, tmp / "training_state.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if keep_last:
+        for old in list_checkpoints(directory)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Complete checkpoints in ``directory``, oldest first (temporary folders are ignored)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
+             and (p / "model.safetensors").is_file() and (p / "training_state.pt").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest_checkpoint(directory: str | Path) -> Path | None:
+    found = list_checkpoints(directory)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: str | Path, module: nn.Module, optimizer=None, scheduler=None,
+                    restore_rng: bool = True) -> dict:
+    """Load a checkpoint folder into module (and optimizer/scheduler); returns the training state dict."""
+    path = Path(path)
+    weights = load_file(str(path / "model.safetensors"))
+    missing = set(trainable_state_dict(module)) - set(weights)
+    unexpected = set(weights) - set(module.state_dict())
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not match the model: missing {sorted(missing)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]}")
+    module.load_state_dict(weights, strict=False)
+    state = torch.load(path / "training_state.pt", weights_only=True)
+    if optimizer is not None and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and "scheduler" in state:
+        scheduler.load_state_dict(state["scheduler"])
+    if restore_rng:
+        set_rng_state(state["rng"])
+    return state

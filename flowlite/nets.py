@@ -1,0 +1,78 @@
+"""Small networks for 2-D work: an MLP velocity with sinusoidal time features, optionally zero-initialised."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from flowlite.paths import batch_time
+
+
+class SinusoidalTimeEmbedding(nn.Module):
+    """t ∈ [0, 1] -> [sin(2π f t), cos(2π f t)] for geometrically spaced frequencies f ∈ [1, max_frequency]."""
+
+    def __init__(self, dim: int = 32, max_frequency: float = 64.0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time embedding dim must be even, got {dim}")
+        freqs = torch.exp(torch.linspace(0.0, math.log(max_frequency), dim // 2))
+        self.register_buffer("freqs", freqs)
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = 2 * math.pi * t.reshape(-1, 1) * self.freqs.to(t.dtype)
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class MLPVelocity(nn.Module):
+    """v(x, t) = MLP([x, emb(t)]) with SiLU activations.
+
+    ``zero_init=True`` zeroes the output layer so the network starts as the zero field: a residual on top of a
+    frozen base then starts exactly at the base (DESIGN §2).
+    """
+
+    def __init__(self, dim: int = 2, width: int = 256, depth: int = 4, time_dim: int = 32,
+                 zero_init: bool = False):
+        super().__init__()
+        self.config = {"dim": dim, "width": width, "depth": depth, "time_dim": time_dim, "zero_init": zero_init}
+        self.time_embedding = SinusoidalTimeEmbedding(time_dim)
+        layers: list[nn.Module] = []
+        fan_in = dim + time_dim
+        for _ in range(depth - 1):
+            layers += [nn.Linear(fan_in, width), nn.SiLU()]
+            fan_in = width
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(fan_in, dim)
+        if zero_init:
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+    def forward(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
+        t = batch_time(t, x)
+        h = torch.cat([x, self.time_embedding(t)], dim=-1)
+        return self.out(self.hidden(h))
+
+    # --- weights on disk: safetensors with the architecture in the metadata (no pickle)
+    def save(self, path: str | Path, extra_metadata: dict | None = None) -> None:
+        meta = {"flowlite_config": json.dumps(self.config)}
+        meta.update({k: str(v) for k, v in (extra_metadata or {}).items()})
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MLPVelocity":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no weights file at {path}")
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "flowlite_config" not in meta:
+            raise ValueError(f"{path} has no 'flowlite_config' metadata; was it saved by MLPVelocity.save?")
+        net = cls(**json.loads(meta["flowlite_config"]))
+        net.load_state_dict(load_file(str(path)))
+        return net

@@ -1,0 +1,101 @@
+"""Benchmark problems: a base Gaussian mixture, a toy reward and β, read from ``data/problems/*.json``.
+
+Each problem knows its exact KL-tilted target p* ∝ p_base exp(β r) (spec §8.2) and builds a ``ToyFlow`` on
+either the exact base velocity or the shipped trained base MLP (``data/bases/<base_name>.safetensors``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from flowlite.errors import FlowliteError, check_beta
+from flowlite.flows import ExactMixtureVelocity, ToyFlow
+from flowlite.gmm import GaussianMixture
+from flowlite.nets import MLPVelocity
+from flowlite.rewards.toy import ToyReward, reward_from_dict
+
+DATA_DIR = Path(os.environ.get("FLOWLITE_DATA", Path(__file__).resolve().parent.parent / "data"))
+PROBLEM_DIR = DATA_DIR / "problems"
+BASE_DIR = DATA_DIR / "bases"
+BASE_KINDS = ("exact", "mlp")
+
+
+@dataclass
+class Problem:
+    name: str
+    description: str
+    base_name: str
+    base: GaussianMixture
+    reward: ToyReward
+    beta: float
+    extra: dict = field(default_factory=dict)
+
+    @cached_property
+    def target(self) -> GaussianMixture:
+        """The exact KL-regularised optimum p* ∝ p_base exp(β r), as a mixture."""
+        return self.base.tilt(self.reward, self.beta)
+
+    def with_beta(self, beta: float) -> "Problem":
+        return Problem(self.name, self.description, self.base_name, self.base, self.reward, check_beta(beta),
+                       self.extra)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return BASE_DIR / f"{self.base_name}.safetensors"
+
+    def base_velocity_module(self, kind: str = "exact"):
+        """The frozen base: the exact mixture velocity, or the shipped trained MLP."""
+        if kind == "exact":
+            return ExactMixtureVelocity(self.base)
+        if kind == "mlp":
+            if not self.checkpoint_path.is_file():
+                raise FlowliteError(f"no trained base for {self.base_name!r} at {self.checkpoint_path}; "
+                                    f"run: python -m flowlite train-base --problem {self.name}")
+            return MLPVelocity.load(self.checkpoint_path)
+        raise FlowliteError(f"unknown base kind {kind!r}; accepted: {', '.join(BASE_KINDS)}")
+
+    def flow(self, base: str = "exact", residual=None) -> ToyFlow:
+        """A fine-tunable ToyFlow that starts exactly at the chosen base."""
+        return ToyFlow(self.base_velocity_module(base), residual, dim=self.base.dim)
+
+
+def list_problems() -> list[str]:
+    return sorted(p.stem for p in PROBLEM_DIR.glob("*.json"))
+
+
+def problem_from_dict(d: dict, source: str = "<dict>") -> Problem:
+    missing = [k for k in ("base", "reward", "beta") if k not in d]
+    if missing:
+        raise FlowliteError(f"problem {source} is missing the field(s) {', '.join(missing)}; "
+                            "a problem needs 'base' (weights, means, covs), 'reward' and 'beta'")
+    try:
+        base = GaussianMixture.from_dict(d["base"])
+        reward = reward_from_dict(d["reward"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        raise FlowliteError(f"problem {source} is malformed: {err}") from None
+    name = d.get("name", Path(source).stem)
+    return Problem(name, d.get("description", ""), d.get("base_name", name), base, reward, check_beta(d["beta"]),
+                   {k: v for k, v in d.items() if k not in {"name", "description", "base_name", "base", "reward",
+                                                             "beta"}})
+
+
+def load_problem(name_or_path: str | Path, beta: float | None = None) -> Problem:
+    """Load a shipped problem by name (see :func:`list_problems`) or any JSON file by path."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = PROBLEM_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise FlowliteError(f"unknown problem {str(name_or_path)!r}; accepted: {', '.join(list_problems())} "
+                            "or a path to a .json file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise FlowliteError(f"problem file {path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise FlowliteError(f"problem file {path} must hold a JSON object")
+    problem = problem_from_dict(data, str(path))
+    return problem if beta is None else problem.with_beta(beta)

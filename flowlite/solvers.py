@@ -1,0 +1,186 @@
+"""The one sampler module: ODE (Euler, Heun, adaptive via torchdiffeq) and SDEs of the linear path.
+
+Every solver takes ``velocity(x, t, cond) -> v`` (pass ``model.velocity`` or ``model.base_velocity``), a start
+state and an explicit time grid in paper time (uniform by default, so SD3's shifted grid works unchanged), and
+returns a :class:`Trajectory`. Nothing here disables gradients: wrap a call in ``torch.no_grad()`` yourself
+when you do not want them (spec §1.4, §10.1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from flowlite.paths import batch_time, score_from_velocity, shift_sigma
+
+VelocityFn = Callable[[Tensor, Tensor, object], Tensor]
+
+
+@dataclass
+class Trajectory:
+    """States x_{t_k} on a time grid; ``noises[k]`` is the standard normal used on step k (SDEs only).
+
+    ``states`` has shape (K+1, B, *event_shape) when the whole path was stored, else (2, B, ...) for
+    (start, end) with ``times`` of length 2.
+    """
+
+    times: Tensor
+    states: Tensor
+    noises: Tensor | None = None
+
+    @property
+    def final(self) -> Tensor:
+        return self.states[-1]
+
+    @property
+    def steps(self) -> int:
+        return self.times.numel() - 1
+
+
+# ---------------------------------------------------------------------------------------------- grids
+def uniform_grid(steps: int, t0: float = 0.0, t1: float = 1.0, device=None) -> Tensor:
+    """t_k = t0 + k (t1 - t0) / K, k = 0..K (float64 so step sizes are exact)."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    return torch.linspace(t0, t1, steps + 1, dtype=torch.float64, device=device)
+
+
+def sd3_grid(steps: int, shift: float = 3.0) -> Tensor:
+    """SD3's shifted schedule in paper time: σ_k uniform from 1 to 0, shifted by s, then t = 1 - σ (spec §1.2)."""
+    sigma = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+    return 1 - shift_sigma(sigma, shift)
+
+
+def _check_grid(grid: Tensor) -> Tensor:
+    grid = torch.as_tensor(grid, dtype=torch.float64)
+    if grid.ndim != 1 or grid.numel() < 2:
+        raise ValueError("time grid must be a 1-D tensor with at least two times")
+    if not (grid[1:] > grid[:-1]).all():
+        raise ValueError("time grid must be strictly increasing (paper time: 0 = noise, 1 = data)")
+    return grid
+
+
+# ---------------------------------------------------------------------------------------------- ODE
+def euler_step(velocity: VelocityFn, x: Tensor, t: float, t_next: float, cond=None) -> Tensor:
+    """x + h v(x, t)."""
+    return x + (t_next - t) * velocity(x, batch_time(t, x), cond)
+
+
+def heun_step(velocity: VelocityFn, x: Tensor, t: float, t_next: float, cond=None) -> Tensor:
+    """Trapezoidal predictor-corrector: x + h/2 [v(x, t) + v(x + h v(x, t), t + h)]."""
+    h = t_next - t
+    v0 = velocity(x, batch_time(t, x), cond)
+    v1 = velocity(x + h * v0, batch_time(t_next, x), cond)
+    return x + 0.5 * h * (v0 + v1)
+
+
+_ODE_STEPS = {"euler": euler_step, "heun": heun_step}
+
+
+def solve_ode(velocity: VelocityFn, x0: Tensor, grid: Tensor | None = None, steps: int = 50,
+              method: str = "euler", cond=None, store: bool = True) -> Trajectory:
+    """Integrate dx/dt = v(x, t) over ``grid`` (default: ``steps`` uniform steps on [0, 1])."""
+    if method not in _ODE_STEPS:
+        raise ValueError(f"unknown ODE method {method!r}; accepted: {', '.join(_ODE_STEPS)}, "
+                         "or use solve_ode_adaptive for torchdiffeq's solvers")
+    step = _ODE_STEPS[method]
+    grid = _check_grid(uniform_grid(steps) if grid is None else grid)
+    times = grid.tolist()
+    x = x0
+    states = [x0]
+    for t, t_next in zip(times[:-1], times[1:]):
+        x = step(velocity, x, t, t_next, cond)
+        if store:
+            states.append(x)
+    if not store:
+        states.append(x)
+        grid = grid[[0, -1]]
+    return Trajectory(grid, torch.stack(states))
+
+
+def solve_ode_adaptive(velocity: VelocityFn, x0: Tensor, grid: Tensor | None = None, cond=None,
+                       method: str = "dopri5", rtol: float = 1e-6, atol: float = 1e-6) -> Trajectory:
+    """Adaptive solve with torchdiffeq's ``odeint``; states are reported at the grid times (default [0, 1])."""
+    from torchdiffeq import odeint
+
+    grid = _check_grid(torch.tensor([0.0, 1.0]) if grid is None else grid)
+
+    def rhs(t, x):
+        return velocity(x, batch_time(t, x), cond)
+
+    states = odeint(rhs, x0, grid.to(x0.dtype).to(x0.device), method=method, rtol=rtol, atol=atol)
+    return Trajectory(grid, states)
+
+
+# ---------------------------------------------------------------------------------------------- SDEs
+def exponential_integrator_coefficients(t: float, u: float, scale: float = 1.0) -> tuple[float, float, float]:
+    """Coefficients (α, β, s) of one exponential-integrator step of the memoryless-family SDE (spec §10.1).
+
+    SDE: dX = [(1 + p) v - p X/t] dt + sqrt(2p(1 - t)/t) dB with p = scale² (p = 1: memoryless; p = 0: ODE).
+    Integrating -pX/t and the noise exactly with v frozen on [t, u]:
+        x_u = α x_t + β v(x_t, t) + s z,   α = (t/u)^p,   β = (u^{p+1} - t^{p+1}) / u^p,
+        s² = (2p / u^{2p}) [F(u) - F(t)],   F(r) = r^{2p}/(2p) - r^{2p+1}/(2p+1).
+    Well defined at t = 0 (α = 0: X_u forgets X_0).
+    """
+    p = float(scale) ** 2
+    if p == 0.0:
+        return 1.0, u - t, 0.0
+    alpha = (t / u) ** p
+    beta = (u ** (p + 1) - t ** (p + 1)) / u**p
+
+    def big_f(r: float) -> float:
+        return r ** (2 * p) / (2 * p) - r ** (2 * p + 1) / (2 * p + 1)
+
+    var = (2 * p / u ** (2 * p)) * (big_f(u) - big_f(t))
+    return alpha, beta, math.sqrt(max(var, 0.0))
+
+
+def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
+
+
+def solve_memoryless_sde(velocity: VelocityFn, x0: Tensor, grid: Tensor | None = None, steps: int = 50,
+                         scale: float = 1.0, cond=None, generator: torch.Generator | None = None,
+                         noises: Tensor | None = None) -> Trajectory:
+    """Sample the memoryless SDE (drift 2v - x/t, σ(t) = sqrt(2(1 - t)/t) when scale = 1) with the
+    exponential integrator of spec §10.1. ``scale`` = c gives σ = c·sqrt(2(1 - t)/t) with drift
+    (1 + c²)v - c²x/t (same marginals; c = 0 is the Euler ODE). Pass ``noises`` (K, B, ...) to replay a path."""
+    grid = _check_grid(uniform_grid(steps) if grid is None else grid)
+    times = grid.tolist()
+    x = x0
+    states, used = [x0], []
+    for k, (t, u) in enumerate(zip(times[:-1], times[1:])):
+        alpha, beta, s = exponential_integrator_coefficients(t, u, scale)
+        z = noises[k] if noises is not None else _noise_like(x, generator)
+        x = alpha * x + beta * velocity(x, batch_time(t, x), cond) + s * z
+        states.append(x)
+        used.append(z)
+    return Trajectory(grid, torch.stack(states), torch.stack(used))
+
+
+def solve_sde_euler_maruyama(velocity: VelocityFn, x0: Tensor, sigma: Callable[[float], float],
+                             grid: Tensor | None = None, steps: int = 50, cond=None,
+                             generator: torch.Generator | None = None, noises: Tensor | None = None) -> Trajectory:
+    """Euler–Maruyama for the SDE family with the base marginals, dX = [v + ½σ(t)² ∇log p_t] dt + σ(t) dB,
+    with the score from the velocity, ∇log p_t = -(x - t v)/(1 - t). σ ≡ 0 reproduces Euler's ODE exactly.
+    For the memoryless σ use ``paths.memoryless_sigma(t, offset=h)`` (σ(0) is infinite). Kept to show its bias
+    (spec §10.1); prefer :func:`solve_memoryless_sde`."""
+    grid = _check_grid(uniform_grid(steps) if grid is None else grid)
+    times = grid.tolist()
+    x = x0
+    states, used = [x0], []
+    for k, (t, u) in enumerate(zip(times[:-1], times[1:])):
+        h = u - t
+        sig = float(sigma(t))
+        v = velocity(x, batch_time(t, x), cond)
+        drift = v if sig == 0.0 else v + 0.5 * sig**2 * score_from_velocity(x, t, v)
+        z = noises[k] if noises is not None else _noise_like(x, generator)
+        x = x + h * drift + math.sqrt(h) * sig * z
+        states.append(x)
+        used.append(z)
+    return Trajectory(grid, torch.stack(states), torch.stack(used))

@@ -1,0 +1,162 @@
+"""The one training loop: base training now, every fine-tuning method later (DESIGN §3, §6).
+
+    for step in range(start, steps):
+        loss, logs = loss_fn(step)         # a method samples, builds targets and returns its loss
+        loss.backward(); optimizer.step(); scheduler.step()
+
+around which it adds: a tqdm progress bar, a CSV of scalars (and TensorBoard when installed), periodic
+atomic checkpoints holding model, optimizer, scheduler, RNG states and step, exact resume, optional gradient
+clipping and a stop on a non-finite loss that keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from flowlite.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from flowlite.errors import NonFiniteLossError
+
+LossFn = Callable[[int], "Tensor | tuple[Tensor, dict]"]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    step: int = 0
+    run_dir: Path | None = None
+    last_checkpoint: Path | None = None
+    seconds: float = 0.0
+
+    def column(self, key: str) -> list[float]:
+        """One logged scalar over the steps where it was logged."""
+        return [row[key] for row in self.history if key in row]
+
+
+class _ScalarLog:
+    """Rows of scalars, flushed to ``metrics.csv`` (rewritten so new columns just appear) and TensorBoard."""
+
+    def __init__(self, run_dir: Path | None, start: int):
+        self.path = run_dir / "metrics.csv" if run_dir else None
+        self.rows: list[dict] = []
+        if self.path and self.path.is_file() and start > 0:
+            with self.path.open() as f:
+                self.rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+            self.rows = [r for r in self.rows if r.get("step", 0) <= start]
+        self.tb = None
+        if run_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except Exception:  # tensorboard is optional
+                self.tb = None
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step":
+                    self.tb.add_scalar(k, v, int(row["step"]))
+
+    def flush(self) -> None:
+        if self.path is None or not self.rows:
+            return
+        keys: list[str] = []
+        for row in self.rows:
+            keys += [k for k in row if k not in keys]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+        if self.tb is not None:
+            self.tb.flush()
+
+
+def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, steps: int,
+          scheduler=None, run_dir: str | Path | None = None, checkpoint_every: int = 0, keep_last: int = 2,
+          resume: bool = False, grad_clip: float | None = None, callback: Callable[[int], dict] | None = None,
+          callback_every: int = 0, log_every: int = 50, progress: bool = True, desc: str = "train") -> TrainResult:
+    """Run ``steps`` optimisation steps of ``loss_fn(step)`` on ``module``'s trainable state.
+
+    Args:
+        module: everything whose trainable parameters and buffers make up the checkpoint (e.g. a method
+            object holding the model and its value network).
+        loss_fn: ``loss_fn(step) -> loss`` or ``(loss, {name: float})``; draws its randomness from the global
+            torch RNG so that resume is exact.
+        checkpoint_every: write a checkpoint every N steps (and at the end) under ``run_dir/checkpoints``.
+        resume: continue from the newest checkpoint in ``run_dir`` (optimizer, scheduler, RNG, step).
+        callback: ``callback(step) -> {name: float}`` every ``callback_every`` steps (e.g. evaluation);
+            its values join the logged row of that step.
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf; nothing is written for that step.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
+    if (checkpoint_every or resume) and run_dir is None:
+        raise ValueError("checkpoint_every and resume need a run_dir")
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    start, last = 0, None
+    if resume:
+        last = latest_checkpoint(ckpt_dir)
+        if last is not None:
+            start = int(load_checkpoint(last, module, optimizer, scheduler)["step"])
+    log = _ScalarLog(run_dir, start)
+    result = TrainResult(history=log.rows, step=start, run_dir=run_dir, last_checkpoint=last)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    clock = time.perf_counter()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, disable=not progress,
+               dynamic_ncols=True, leave=False)
+    try:
+        for step in bar:
+            module.train()
+            optimizer.zero_grad(set_to_none=True)
+            out = loss_fn(step)
+            loss, logs = (out if isinstance(out, tuple) else (out, {}))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                where = result.last_checkpoint or "none written yet"
+                raise NonFiniteLossError(f"loss is {value} at step {step + 1}; training stopped. "
+                                         f"Last good checkpoint: {where}")
+            loss.backward()
+            row = {"step": step + 1, "loss": value}
+            if grad_clip is not None:
+                row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            row["lr"] = optimizer.param_groups[0]["lr"]
+            row.update({k: float(v) for k, v in logs.items()})
+            if callback is not None and callback_every and ((step + 1) % callback_every == 0 or step + 1 == steps):
+                module.eval()
+                row.update({k: float(v) for k, v in callback(step + 1).items()})
+            row["seconds"] = time.perf_counter() - clock
+            log.add(row)
+            result.step = step + 1
+            if progress:
+                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            if (step + 1) % log_every == 0:
+                log.flush()
+            if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                result.last_checkpoint = save_checkpoint(ckpt_dir, module, optimizer, scheduler, step + 1,
+                                                         keep_last=keep_last)
+    finally:
+        bar.close()
+        log.flush()
+        result.seconds = time.perf_counter() - clock
+    module.eval()
+    return result

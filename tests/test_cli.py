@@ -1,0 +1,59 @@
+"""The command line: help lists the jobs; bad input gives one clear line, never a traceback."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "flowlite", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_the_jobs():
+    out = run("--help")
+    assert out.returncode == 0
+    assert "train-base" in out.stdout and "targets" in out.stdout
+
+
+def test_unknown_problem_is_one_line_naming_the_accepted_values():
+    out = run("targets", "--problem", "nope")
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown problem 'nope'" in lines[0] and "reweight" in lines[0]
+
+
+def test_bad_beta_is_one_line():
+    for bad in ("nan", "-1", "abc", "inf"):
+        out = run("targets", "--beta", bad)
+        assert out.returncode == 2, bad
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and "beta" in lines[0] and "Traceback" not in out.stderr
+
+
+def test_malformed_json_problem_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    out = run("targets", "--problem", str(bad))
+    assert out.returncode == 2 and "not valid JSON" in out.stderr and "Traceback" not in out.stderr
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps({"base": {"weights": [1.0], "means": [[0, 0]], "covs": [[[1, 0], [0, 1]]]}}))
+    out = run("targets", "--problem", str(missing))
+    assert out.returncode == 2 and "reward" in out.stderr and "Traceback" not in out.stderr
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"base": {"weights": [1.0], "means": [[0, 0]], "covs": [[[1, 0], [0, 1]]]},
+                                 "reward": {"type": "cubic"}, "beta": 1}))
+    out = run("targets", "--problem", str(wrong))
+    assert out.returncode == 2 and "accepted: quadratic, linear" in out.stderr
+
+
+def test_targets_writes_a_figure_and_a_table(tmp_path):
+    out = run("targets", "--problem", "weak", "--base", "exact", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "weak.png").stat().st_size > 10_000
+    table = (tmp_path / "weak.md").read_text()
+    assert "base_to_target_mode_error" in table

@@ -32,14 +32,17 @@ class MLPVelocity(nn.Module):
     """v(x, t) = MLP([x, emb(t)]) with SiLU activations.
 
     ``zero_init=True`` zeroes the output layer so the network starts as the zero field: a residual on top of a
-    frozen base then starts exactly at the base (DESIGN §2).
+    frozen base then starts exactly at the base (DESIGN §2). ``max_frequency`` bounds the time features: a base
+    trained on continuous t can use high ones; a residual trained on a fixed time grid needs low ones, or it
+    cannot interpolate between grid times.
     """
 
     def __init__(self, dim: int = 2, width: int = 256, depth: int = 4, time_dim: int = 32,
-                 zero_init: bool = False):
+                 zero_init: bool = False, max_frequency: float = 64.0):
         super().__init__()
-        self.config = {"dim": dim, "width": width, "depth": depth, "time_dim": time_dim, "zero_init": zero_init}
-        self.time_embedding = SinusoidalTimeEmbedding(time_dim)
+        self.config = {"dim": dim, "width": width, "depth": depth, "time_dim": time_dim, "zero_init": zero_init,
+                       "max_frequency": max_frequency}
+        self.time_embedding = SinusoidalTimeEmbedding(time_dim, max_frequency)
         layers: list[nn.Module] = []
         fan_in = dim + time_dim
         for _ in range(depth - 1):

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowlite.paths import batch_time, score_from_velocity, shift_sigma
+from flowlite.paths import batch_time, shift_sigma
 
 VelocityFn = Callable[[Tensor, Tensor, object], Tensor]
 
@@ -117,6 +117,79 @@ def solve_ode_adaptive(velocity: VelocityFn, x0: Tensor, grid: Tensor | None = N
 
 
 # ---------------------------------------------------------------------------------------------- SDEs
+class NoiseSchedule:
+    """An SDE with the base marginals, dX = [v + ½σ(t)² ∇log p_t] dt + σ(t) dB, and its discretisation.
+
+    With ∇log p_t = -(x - t v)/(1 - t) the drift is affine in (x, v), and so is every step we use:
+        x_{k+1} = α_k x_k + β_k v(x_k, t_k) + s_k z_k.
+    One sampler (:func:`solve_sde`) and one lean adjoint (``adjoint.lean_adjoint``) serve every schedule.
+    ``control_gain`` is κ(t) = 1 + σ²t / (2(1 - t)): a change of velocity Δv changes the drift by κΔv, so the
+    control is u = κ Δv / σ (κ = 2 for the memoryless schedule, spec §4.1).
+    """
+
+    name = "schedule"
+
+    def sigma(self, t: float) -> float:
+        raise NotImplementedError
+
+    def step_coefficients(self, t: float, u: float) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    def control_gain(self, t: float) -> float:
+        sig = self.sigma(t)
+        return 1.0 + (sig**2 * t / (2 * (1 - t)) if sig else 0.0)
+
+
+class Memoryless(NoiseSchedule):
+    """σ(t) = c·sqrt(2(1 - t)/t), drift (1 + c²)v - c²x/t, discretised with the exponential integrator
+    (spec §10.1). c = 1 is Adjoint Matching's memoryless schedule; every c > 0 forgets X0 (spec §10.2)."""
+
+    def __init__(self, scale: float = 1.0):
+        if scale < 0:
+            raise ValueError(f"scale must be >= 0, got {scale}")
+        self.scale = float(scale)
+        self.name = "memoryless" if scale == 1.0 else f"memoryless(c={scale:g})"
+
+    def sigma(self, t: float) -> float:
+        return self.scale * math.sqrt(2 * (1 - t) / t) if t > 0 else math.inf
+
+    def control_gain(self, t: float) -> float:
+        return 1.0 + self.scale**2
+
+    def step_coefficients(self, t: float, u: float) -> tuple[float, float, float]:
+        return exponential_integrator_coefficients(t, u, self.scale)
+
+
+class EulerMaruyama(NoiseSchedule):
+    """Any σ(t), discretised by Euler–Maruyama: α = 1 - hσ²/(2(1 - t)), β = h(1 + σ²t/(2(1 - t))), s = σ√h.
+
+    ``EulerMaruyama(lambda t: 0.5)`` is the constant-σ negative control (keeps memory of X0);
+    ``EulerMaruyama.memoryless(offset=h)`` is the memoryless σ with the (t + h) offset, kept to show its bias.
+    """
+
+    def __init__(self, sigma: Callable[[float], float], name: str = "euler-maruyama"):
+        self._sigma = sigma
+        self.name = name
+
+    @classmethod
+    def constant(cls, sigma: float) -> "EulerMaruyama":
+        return cls(lambda t: sigma, name=f"constant(σ={sigma:g})")
+
+    @classmethod
+    def memoryless(cls, offset: float) -> "EulerMaruyama":
+        return cls(lambda t: math.sqrt(2 * (1 - t + offset) / (t + offset)), name="memoryless-euler-maruyama")
+
+    def sigma(self, t: float) -> float:
+        return float(self._sigma(t))
+
+    def step_coefficients(self, t: float, u: float) -> tuple[float, float, float]:
+        h, sig = u - t, self.sigma(t)
+        if sig == 0.0:
+            return 1.0, h, 0.0
+        half_var = sig**2 / (2 * (1 - t))
+        return 1.0 - h * half_var, h * (1.0 + half_var * t), sig * math.sqrt(h)
+
+
 def exponential_integrator_coefficients(t: float, u: float, scale: float = 1.0) -> tuple[float, float, float]:
     """Coefficients (α, β, s) of one exponential-integrator step of the memoryless-family SDE (spec §10.1).
 
@@ -144,18 +217,17 @@ def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
 
 
-def solve_memoryless_sde(velocity: VelocityFn, x0: Tensor, grid: Tensor | None = None, steps: int = 50,
-                         scale: float = 1.0, cond=None, generator: torch.Generator | None = None,
-                         noises: Tensor | None = None) -> Trajectory:
-    """Sample the memoryless SDE (drift 2v - x/t, σ(t) = sqrt(2(1 - t)/t) when scale = 1) with the
-    exponential integrator of spec §10.1. ``scale`` = c gives σ = c·sqrt(2(1 - t)/t) with drift
-    (1 + c²)v - c²x/t (same marginals; c = 0 is the Euler ODE). Pass ``noises`` (K, B, ...) to replay a path."""
+def solve_sde(velocity: VelocityFn, x0: Tensor, schedule: NoiseSchedule, grid: Tensor | None = None,
+              steps: int = 50, cond=None, generator: torch.Generator | None = None,
+              noises: Tensor | None = None) -> Trajectory:
+    """x_{k+1} = α_k x_k + β_k v(x_k, t_k) + s_k z_k with the schedule's coefficients; ``noises`` (K, B, ...)
+    replays a path with its noise held fixed."""
     grid = _check_grid(uniform_grid(steps) if grid is None else grid)
     times = grid.tolist()
     x = x0
     states, used = [x0], []
     for k, (t, u) in enumerate(zip(times[:-1], times[1:])):
-        alpha, beta, s = exponential_integrator_coefficients(t, u, scale)
+        alpha, beta, s = schedule.step_coefficients(t, u)
         z = noises[k] if noises is not None else _noise_like(x, generator)
         x = alpha * x + beta * velocity(x, batch_time(t, x), cond) + s * z
         states.append(x)
@@ -163,24 +235,19 @@ def solve_memoryless_sde(velocity: VelocityFn, x0: Tensor, grid: Tensor | None =
     return Trajectory(grid, torch.stack(states), torch.stack(used))
 
 
+def solve_memoryless_sde(velocity: VelocityFn, x0: Tensor, grid: Tensor | None = None, steps: int = 50,
+                         scale: float = 1.0, cond=None, generator: torch.Generator | None = None,
+                         noises: Tensor | None = None) -> Trajectory:
+    """Sample the memoryless SDE (drift 2v - x/t, σ(t) = sqrt(2(1 - t)/t) when scale = 1) with the
+    exponential integrator of spec §10.1. ``scale`` = c gives σ = c·sqrt(2(1 - t)/t) with drift
+    (1 + c²)v - c²x/t (same marginals; c = 0 is the Euler ODE). Pass ``noises`` (K, B, ...) to replay a path."""
+    return solve_sde(velocity, x0, Memoryless(scale), grid, steps, cond, generator, noises)
+
+
 def solve_sde_euler_maruyama(velocity: VelocityFn, x0: Tensor, sigma: Callable[[float], float],
                              grid: Tensor | None = None, steps: int = 50, cond=None,
                              generator: torch.Generator | None = None, noises: Tensor | None = None) -> Trajectory:
-    """Euler–Maruyama for the SDE family with the base marginals, dX = [v + ½σ(t)² ∇log p_t] dt + σ(t) dB,
-    with the score from the velocity, ∇log p_t = -(x - t v)/(1 - t). σ ≡ 0 reproduces Euler's ODE exactly.
-    For the memoryless σ use ``paths.memoryless_sigma(t, offset=h)`` (σ(0) is infinite). Kept to show its bias
-    (spec §10.1); prefer :func:`solve_memoryless_sde`."""
-    grid = _check_grid(uniform_grid(steps) if grid is None else grid)
-    times = grid.tolist()
-    x = x0
-    states, used = [x0], []
-    for k, (t, u) in enumerate(zip(times[:-1], times[1:])):
-        h = u - t
-        sig = float(sigma(t))
-        v = velocity(x, batch_time(t, x), cond)
-        drift = v if sig == 0.0 else v + 0.5 * sig**2 * score_from_velocity(x, t, v)
-        z = noises[k] if noises is not None else _noise_like(x, generator)
-        x = x + h * drift + math.sqrt(h) * sig * z
-        states.append(x)
-        used.append(z)
-    return Trajectory(grid, torch.stack(states), torch.stack(used))
+    """Euler–Maruyama for dX = [v + ½σ(t)² ∇log p_t] dt + σ(t) dB with ∇log p_t = -(x - t v)/(1 - t).
+    σ ≡ 0 reproduces Euler's ODE exactly. For the memoryless σ use ``paths.memoryless_sigma(t, offset=h)``
+    (σ(0) is infinite). Kept to show its bias (spec §10.1); prefer :func:`solve_memoryless_sde`."""
+    return solve_sde(velocity, x0, EulerMaruyama(sigma), grid, steps, cond, generator, noises)

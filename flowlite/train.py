@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from flowlite.ema import EMA
 from flowlite.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from flowlite.errors import NonFiniteLossError
 
@@ -86,7 +87,8 @@ class _ScalarLog:
 def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, steps: int,
           scheduler=None, run_dir: str | Path | None = None, checkpoint_every: int = 0, keep_last: int = 2,
           resume: bool = False, grad_clip: float | None = None, callback: Callable[[int], dict] | None = None,
-          callback_every: int = 0, log_every: int = 50, progress: bool = True, desc: str = "train") -> TrainResult:
+          callback_every: int = 0, log_every: int = 50, progress: bool = True, desc: str = "train",
+          ema: EMA | None = None) -> TrainResult:
     """Run ``steps`` optimisation steps of ``loss_fn(step)`` on ``module``'s trainable state.
 
     Args:
@@ -97,7 +99,9 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
         checkpoint_every: write a checkpoint every N steps (and at the end) under ``run_dir/checkpoints``.
         resume: continue from the newest checkpoint in ``run_dir`` (optimizer, scheduler, RNG, step).
         callback: ``callback(step) -> {name: float}`` every ``callback_every`` steps (e.g. evaluation);
-            its values join the logged row of that step.
+            its values join the logged row of that step. With ``ema``, it runs on the averaged weights.
+        ema: an :class:`~flowlite.ema.EMA` of the trainable parameters, updated after every step and saved in
+            checkpoints; the caller decides when to use it (``ema.copy_to_model()`` after training).
     Raises:
         NonFiniteLossError: the loss became NaN/inf; nothing is written for that step.
     """
@@ -114,7 +118,10 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     if resume:
         last = latest_checkpoint(ckpt_dir)
         if last is not None:
-            start = int(load_checkpoint(last, module, optimizer, scheduler)["step"])
+            state = load_checkpoint(last, module, optimizer, scheduler)
+            start = int(state["step"])
+            if ema is not None and "ema" in state["extra"]:
+                ema.load_state_dict(state["extra"]["ema"])
     log = _ScalarLog(run_dir, start)
     result = TrainResult(history=log.rows, step=start, run_dir=run_dir, last_checkpoint=last)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -139,11 +146,17 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
+            if ema is not None:
+                ema.update()
             row["lr"] = optimizer.param_groups[0]["lr"]
             row.update({k: float(v) for k, v in logs.items()})
             if callback is not None and callback_every and ((step + 1) % callback_every == 0 or step + 1 == steps):
                 module.eval()
-                row.update({k: float(v) for k, v in callback(step + 1).items()})
+                if ema is not None:
+                    with ema.average_parameters():
+                        row.update({k: float(v) for k, v in callback(step + 1).items()})
+                else:
+                    row.update({k: float(v) for k, v in callback(step + 1).items()})
             row["seconds"] = time.perf_counter() - clock
             log.add(row)
             result.step = step + 1
@@ -152,8 +165,9 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             if (step + 1) % log_every == 0:
                 log.flush()
             if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+                extra = {"ema": ema.state_dict()} if ema is not None else None
                 result.last_checkpoint = save_checkpoint(ckpt_dir, module, optimizer, scheduler, step + 1,
-                                                         keep_last=keep_last)
+                                                         keep_last=keep_last, extra=extra)
     finally:
         bar.close()
         log.flush()

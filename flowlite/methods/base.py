@@ -24,6 +24,7 @@ class Method(nn.Module):
     """
 
     name = "method"
+    default_training: dict = {"lr": 1e-3, "steps": 200}
 
     def __init__(self, model, reward, batch_size: int = 256, steps: int = 50, grid: Tensor | None = None,
                  cond=None):

@@ -21,6 +21,7 @@ class ReFL(Method):
     """
 
     name = "refl"
+    default_training = {"lr": 3e-3, "steps": 100}
 
     def __init__(self, model, reward, late_fraction: tuple[float, float] = (0.75, 1.0), **kw):
         super().__init__(model, reward, **kw)
@@ -47,6 +48,7 @@ class DRaFT(Method):
     K steps; loss = -mean r(X1). ``k="all"`` differentiates through the whole solve (memory grows with K)."""
 
     name = "draft"
+    default_training = {"lr": 3e-3, "steps": 100}
 
     def __init__(self, model, reward, k: int | str = 1, **kw):
         super().__init__(model, reward, **kw)

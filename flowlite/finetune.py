@@ -17,16 +17,25 @@ from flowlite.train import TrainResult, train
 
 def finetune(method: Method, steps: int, lr: float = 1e-3, weight_decay: float = 0.0,
              grad_clip: float | None = 1.0, callback: Callable[[int], dict] | None = None,
-             callback_every: int = 0, ema_decay: float | None = None, **train_kwargs) -> TrainResult:
+             callback_every: int = 0, ema_decay: float | None = None, lr_schedule: str = "constant",
+             **train_kwargs) -> TrainResult:
     """Adam(W) on ``method.parameter_groups()``, then ``train(method, method.loss, …)``.
 
-    With ``ema_decay`` the weights are averaged (spec §10.3); callbacks see the average, and the model holds
-    the averaged weights when this returns.
+    ``lr_schedule``: ``"constant"`` or ``"cosine"`` (decay to 0 over ``steps``: the regression targets of
+    Adjoint Matching are heavy-tailed, and a decaying step averages their noise out, spec §10.3).
+    With ``ema_decay`` the weights are averaged; callbacks see the average, and the model holds the averaged
+    weights when this returns.
     """
     optimizer = torch.optim.AdamW(method.parameter_groups(), lr=lr, weight_decay=weight_decay)
+    if lr_schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
+    elif lr_schedule == "constant":
+        scheduler = None
+    else:
+        raise ValueError(f"unknown lr_schedule {lr_schedule!r}; accepted: constant, cosine")
     ema = EMA(method, ema_decay) if ema_decay else None
-    result = train(method, method.loss, optimizer, steps, grad_clip=grad_clip, callback=callback,
-                   callback_every=callback_every, desc=method.name, ema=ema, **train_kwargs)
+    result = train(method, method.loss, optimizer, steps, scheduler=scheduler, grad_clip=grad_clip,
+                   callback=callback, callback_every=callback_every, desc=method.name, ema=ema, **train_kwargs)
     if ema is not None:
         ema.copy_to_model()
     return result

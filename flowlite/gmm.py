@@ -70,6 +70,7 @@ class GaussianMixture:
         kw = {"dtype": dtype, "device": device}
         out = GaussianMixture.__new__(GaussianMixture)
         out.weights, out.means, out.covs = (a.to(**kw) for a in (self.weights, self.means, self.covs))
+        out.weights = out.weights / out.weights.sum()  # renormalise in the new precision
         return out
 
     def to_dict(self) -> dict:

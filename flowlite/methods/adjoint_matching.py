@@ -54,7 +54,7 @@ class AdjointMatching(Method):
     """
 
     name = "adjoint-matching"
-    default_training = {"lr": 3e-3, "ema_decay": 0.998, "grad_clip": None, "steps": 300}
+    default_training = {"lr": 3e-3, "ema_decay": 0.998, "grad_clip": None, "lr_schedule": "cosine", "steps": 300}
 
     def __init__(self, model, reward, beta: float, schedule: str | NoiseSchedule | None = "memoryless",
                  time_subset: str = "all", late_fraction: float = 0.25, n_early: int = 10,

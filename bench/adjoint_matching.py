@@ -1,0 +1,172 @@
+"""Adjoint Matching on this machine: per-iteration cost against a minimal hand-written loop of the same maths,
+time and reward-gradient evaluations to reach per-mode mass error <= 0.03, and peak memory versus the number of
+solver steps K (against DRaFT through all steps). Prints figures; asserts nothing.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/adjoint_matching.py [--part all|speed|converge|memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+from flowlite.finetune import finetune
+from flowlite.flows import ExactMixtureVelocity, default_residual
+from flowlite.methods import AdjointMatching, DRaFT
+from flowlite.metrics import mode_mass_error
+from flowlite.problems import load_problem
+from flowlite.solvers import exponential_integrator_coefficients
+
+
+def minimal_iteration_factory(problem, batch: int, steps: int):
+    """The same maths written out flat: memoryless exponential-integrator SDE, lean adjoint, velocity regression."""
+    v_base = ExactMixtureVelocity(problem.base)
+    net = default_residual(2)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
+    times = torch.linspace(0, 1, steps + 1, dtype=torch.float64).tolist()
+    coef = [exponential_integrator_coefficients(t, u) for t, u in zip(times[:-1], times[1:])]
+
+    def iteration():
+        x = torch.randn(batch, 2)
+        xs = [x]
+        with torch.no_grad():
+            for k in range(steps):
+                t = torch.full((batch,), times[k])
+                a, b, s = coef[k]
+                x = a * x + b * (v_base(x, t) + net(x, t)) + s * torch.randn_like(x)
+                xs.append(x)
+        x1 = xs[-1].requires_grad_(True)
+        (g,) = torch.autograd.grad(problem.reward(x1).sum(), x1)
+        adj = [-problem.beta * g]
+        for k in range(steps - 1, -1, -1):
+            xk = xs[k].detach().requires_grad_(True)
+            (vjp,) = torch.autograd.grad(v_base(xk, torch.full((batch,), times[k])), xk, adj[-1])
+            adj.append(coef[k][0] * adj[-1] + coef[k][1] * vjp)
+        adj = adj[::-1]
+        xt = torch.cat(xs[1:steps])
+        tt = torch.tensor(times[1:steps], dtype=torch.float32).repeat_interleave(batch)
+        eta = ((1 - tt) / tt)[:, None]
+        target = -eta * torch.cat(adj[1:steps])
+        loss = ((net(xt, tt) - target) ** 2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return iteration
+
+
+def per_iteration(fn, repeats: int) -> float:
+    fn()  # warm-up
+    start = time.process_time()
+    for _ in range(repeats):
+        fn()
+    return (time.process_time() - start) / repeats
+
+
+def speed(problem):
+    print("## seconds per iteration (CPU time, 1 thread), exact base, batch 256")
+    print("| K | flowlite | minimal loop | ratio |\n|---|---|---|---|")
+    for steps in (50, 100):
+        torch.manual_seed(0)
+        method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, steps=steps,
+                                 weighting="velocity")
+        opt = torch.optim.AdamW(method.parameter_groups(), lr=3e-3, weight_decay=0.0)
+
+        def ours():
+            opt.zero_grad()
+            loss, _ = method.loss(0)
+            loss.backward()
+            opt.step()
+
+        a = per_iteration(ours, 5)
+        b = per_iteration(minimal_iteration_factory(problem, 256, steps), 5)
+        print(f"| {steps} | {a:.3f} | {b:.3f} | {a / b:.2f} |")
+
+
+def converge(problem, threshold: float = 0.03, max_iters: int = 600, every: int = 10):
+    print(f"## reaching per-mode mass error <= {threshold} on {problem.name!r} (exact base, batch 256, K = 50)")
+    torch.manual_seed(0)
+    method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, steps=50,
+                             weighting="velocity")
+    gen_x0 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1))
+    state = {"hit": None}
+    clock = time.process_time()
+
+    def evaluate(step):
+        from flowlite.solvers import solve_ode
+
+        with torch.no_grad():
+            x = solve_ode(method.model.velocity, gen_x0, steps=20, method="heun", store=False).final
+        err = mode_mass_error(x, problem.target)
+        if err <= threshold and state["hit"] is None:
+            state["hit"] = (step, time.process_time() - clock)
+        return {"mode_error": err}
+
+    result = finetune(method, max_iters, lr=3e-3, grad_clip=None, ema_decay=0.998, callback=evaluate,
+                      callback_every=every, progress=False)
+    curve = [(r["step"], round(r["mode_error"], 3)) for r in result.history if "mode_error" in r]
+    if state["hit"]:
+        step, secs = state["hit"]
+        print(f"reached at iteration {step}: {secs:.1f} CPU s (evaluation included), "
+              f"{step * 256} reward-gradient evaluations")
+    else:
+        print(f"not reached in {max_iters} iterations")
+    print("curve:", curve)
+
+
+def memory_child(kind: str, steps: int) -> None:
+    problem = load_problem("reweight")
+    torch.manual_seed(0)
+    flow = problem.flow("exact")
+    if kind == "adjoint-matching":
+        method = AdjointMatching(flow, problem.reward, problem.beta, batch_size=1024, steps=steps,
+                                 time_subset="recipe")
+    else:
+        method = DRaFT(flow, problem.reward, k="all", batch_size=1024, steps=steps)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    loss, _ = method.loss(0)
+    loss.backward()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_extra_mib": (after - before) / 1024}))
+
+
+def memory():
+    print("## peak extra memory of one iteration (MiB of RSS), batch 1024, exact base")
+    print("| K | adjoint-matching | draft-all |\n|---|---|---|")
+    for steps in (20, 50, 100, 200):
+        row = []
+        for kind in ("adjoint-matching", "draft"):
+            out = subprocess.run([sys.executable, __file__, "--memory-child", kind, str(steps)],
+                                 capture_output=True, text=True, check=True)
+            row.append(json.loads(out.stdout.strip().splitlines()[-1])["peak_extra_mib"])
+        print(f"| {steps} | {row[0]:.0f} | {row[1]:.0f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--part", default="all", choices=["all", "speed", "converge", "memory"])
+    parser.add_argument("--problem", default="reweight")
+    parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "STEPS"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.memory_child:
+        memory_child(args.memory_child[0], int(args.memory_child[1]))
+        return
+    problem = load_problem(args.problem)
+    print(f"# Adjoint Matching bench, {time.strftime('%Y-%m-%d')}, torch {torch.__version__}, 1 thread")
+    if args.part in ("all", "speed"):
+        speed(problem)
+    if args.part in ("all", "memory"):
+        memory()
+    if args.part in ("all", "converge"):
+        converge(problem)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,3 +57,26 @@ def test_targets_writes_a_figure_and_a_table(tmp_path):
     assert (tmp_path / "weak.png").stat().st_size > 10_000
     table = (tmp_path / "weak.md").read_text()
     assert "base_to_target_mode_error" in table
+
+
+def test_finetune_writes_samples_metrics_figure_and_checkpoint_and_resumes(tmp_path):
+    args = ["finetune", "--problem", "weak", "--method", "adjoint-matching", "--batch-size", "32",
+            "--solver-steps", "10", "--out", str(tmp_path), "--quiet"]
+    out = run(*args, "--steps", "4")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"mode_error", "kl", "mean_reward", "base", "cpu_seconds"} <= set(metrics)
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples.safetensors").is_file()
+    assert (tmp_path / "checkpoints" / "step_0000004").is_dir()
+    assert json.loads((tmp_path / "config.json").read_text())["method"] == "adjoint-matching"
+    out = run(*args, "--steps", "6", "--resume")
+    assert out.returncode == 0, out.stderr
+    rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 6  # header + steps 1..6, the first four from the first run
+
+
+def test_finetune_rejects_unknown_method_in_one_line():
+    out = run("finetune", "--method", "magic")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "magic" in lines[0] and "adjoint-matching" in lines[0]

@@ -104,3 +104,20 @@ def test_callback_values_join_the_log_and_base_training_learns(tmp_path):
     assert result.column("eval") == [20.0, 40.0, 60.0]
     losses = result.column("loss")
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
+
+
+def test_resume_restores_the_weight_average_too(tmp_path):
+    from flowlite.ema import EMA
+
+    net_a, opt_a, _, loss_a = _setup()
+    ema_a = EMA(net_a, 0.9)
+    train(net_a, loss_a, opt_a, 10, ema=ema_a, progress=False)
+
+    net_b, opt_b, _, loss_b = _setup()
+    train(net_b, loss_b, opt_b, 6, ema=EMA(net_b, 0.9), run_dir=tmp_path, checkpoint_every=6, progress=False)
+    net_c, opt_c, _, loss_c = _setup(seed=3)
+    ema_c = EMA(net_c, 0.9)
+    train(net_c, loss_c, opt_c, 10, ema=ema_c, run_dir=tmp_path, resume=True, progress=False)
+    for a, c in zip(ema_a.shadow, ema_c.shadow):
+        assert torch.equal(a, c)
+    assert ema_c.updates == 10

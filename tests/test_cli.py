@@ -4,22 +4,38 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from flowlite.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "flowlite", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+@pytest.fixture
+def run(capsys):
+    """Run the command line in-process (imports once); returns returncode, stdout, stderr like subprocess."""
+
+    def _run(*args):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return _run
 
 
-def test_help_lists_the_jobs():
-    out = run("--help")
+def test_help_lists_the_jobs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "flowlite", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0
-    assert "train-base" in out.stdout and "targets" in out.stdout
+    assert "train-base" in out.stdout and "targets" in out.stdout and "finetune" in out.stdout
 
 
-def test_unknown_problem_is_one_line_naming_the_accepted_values():
+def test_unknown_problem_is_one_line_naming_the_accepted_values(run):
     out = run("targets", "--problem", "nope")
     assert out.returncode == 2
     assert "Traceback" not in out.stderr
@@ -27,7 +43,7 @@ def test_unknown_problem_is_one_line_naming_the_accepted_values():
     assert len(lines) == 1 and "unknown problem 'nope'" in lines[0] and "reweight" in lines[0]
 
 
-def test_bad_beta_is_one_line():
+def test_bad_beta_is_one_line(run):
     for bad in ("nan", "-1", "abc", "inf"):
         out = run("targets", "--beta", bad)
         assert out.returncode == 2, bad
@@ -35,7 +51,7 @@ def test_bad_beta_is_one_line():
         assert len(lines) == 1 and "beta" in lines[0] and "Traceback" not in out.stderr
 
 
-def test_malformed_json_problem_is_one_line(tmp_path):
+def test_malformed_json_problem_is_one_line(run, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     out = run("targets", "--problem", str(bad))
@@ -51,7 +67,7 @@ def test_malformed_json_problem_is_one_line(tmp_path):
     assert out.returncode == 2 and "accepted: quadratic, linear" in out.stderr
 
 
-def test_targets_writes_a_figure_and_a_table(tmp_path):
+def test_targets_writes_a_figure_and_a_table(run, tmp_path):
     out = run("targets", "--problem", "weak", "--base", "exact", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "weak.png").stat().st_size > 10_000
@@ -59,7 +75,7 @@ def test_targets_writes_a_figure_and_a_table(tmp_path):
     assert "base_to_target_mode_error" in table
 
 
-def test_finetune_writes_samples_metrics_figure_and_checkpoint_and_resumes(tmp_path):
+def test_finetune_writes_samples_metrics_figure_and_checkpoint_and_resumes(run, tmp_path):
     args = ["finetune", "--problem", "weak", "--method", "adjoint-matching", "--batch-size", "32",
             "--solver-steps", "10", "--out", str(tmp_path), "--quiet"]
     out = run(*args, "--steps", "4")
@@ -75,7 +91,7 @@ def test_finetune_writes_samples_metrics_figure_and_checkpoint_and_resumes(tmp_p
     assert len(rows) == 1 + 6  # header + steps 1..6, the first four from the first run
 
 
-def test_finetune_rejects_unknown_method_in_one_line():
+def test_finetune_rejects_unknown_method_in_one_line(run):
     out = run("finetune", "--method", "magic")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()

@@ -9,13 +9,18 @@ from __future__ import annotations
 import inspect
 
 from flowlite.errors import FlowliteError
+from flowlite.methods.ac_flow import ACFlow
 from flowlite.methods.adjoint_matching import AdjointMatching, NonMemorylessControl
 from flowlite.methods.base import Method
 from flowlite.methods.reward_backprop import DRaFT, ReFL
+from flowlite.methods.rwr import OnlineRewardWeightedRegression, RewardWeightedRegression
 
 METHODS: dict[str, type[Method]] = {
     "adjoint-matching": AdjointMatching,
     "non-memoryless-control": NonMemorylessControl,
+    "ac-flow": ACFlow,
+    "rwr": RewardWeightedRegression,
+    "orw": OnlineRewardWeightedRegression,
     "refl": ReFL,
     "draft": DRaFT,
 }
@@ -38,4 +43,5 @@ def build_method(name: str, model, reward, beta: float, **options) -> tuple[Meth
     return method, dict(cls.default_training)
 
 
-__all__ = ["Method", "AdjointMatching", "NonMemorylessControl", "ReFL", "DRaFT", "METHODS", "build_method"]
+__all__ = ["Method", "AdjointMatching", "NonMemorylessControl", "ACFlow", "RewardWeightedRegression",
+           "OnlineRewardWeightedRegression", "ReFL", "DRaFT", "METHODS", "build_method"]

@@ -1,0 +1,64 @@
+"""Exact targets of the deterministic-control objective that VGG-Flow (and any ODE-based value method) solves
+(spec §3.1, §8.4):  min E[(1/2β) ∫‖v - v_base‖² dt - r(x_1)] along the ODE. Not the KL tilt.
+
+* Single Gaussian base N(μ, s²I), quadratic reward with A = aI: the base flow map is T(x0) = μ + s x0, the
+  controllability Gramian is G = πs/2, and each particle lands on the prox point
+  x1 = (T(x0) + βGa m)/(1 + βGa): the law N((μ + βGa m)/(1 + βGa), s²/(1 + βGa)² I).
+* Any base: optimise the open-loop control of each particle, u_k on the solver grid, for
+  Σ_k h (1/2β)‖u_k‖² - r(x_K) with x_{k+1} = x_k + h (v_base(x_k, t_k) + u_k) (cheap in 2-D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from flowlite.gmm import GaussianMixture
+from flowlite.paths import batch_time
+from flowlite.rewards.toy import QuadraticReward
+
+
+def gaussian_deterministic_optimum(base: GaussianMixture, reward: QuadraticReward, beta: float
+                                   ) -> tuple[Tensor, Tensor]:
+    """(mean, covariance) of the deterministic-control optimum for a one-component isotropic base and
+    A = aI (spec §8.4). Raises ValueError otherwise."""
+    if base.n_components != 1:
+        raise ValueError("the closed form needs a single-Gaussian base")
+    cov = base.covs[0]
+    s2 = cov[0, 0].item()
+    if not torch.allclose(cov, s2 * torch.eye(base.dim, dtype=cov.dtype)):
+        raise ValueError("the closed form needs an isotropic base covariance s²I")
+    a = reward.A[0, 0].item()
+    if not torch.allclose(reward.A, a * torch.eye(base.dim, dtype=reward.A.dtype)):
+        raise ValueError("the closed form needs A = aI")
+    s = math.sqrt(s2)
+    k = beta * (math.pi * s / 2) * a
+    mean = (base.means[0] + k * reward.m.to(base.means.dtype)) / (1 + k)
+    return mean, (s2 / (1 + k) ** 2) * torch.eye(base.dim, dtype=cov.dtype)
+
+
+def deterministic_control_samples(base_velocity, reward, beta: float, x0: Tensor, steps: int = 50,
+                                  iterations: int = 300, lr: float = 0.05, cond=None) -> Tensor:
+    """Endpoints of the per-particle optimal open-loop controls (Adam on the controls; the reference VGG-Flow
+    should reach on any base). Euler grid of ``steps`` steps."""
+    h = 1.0 / steps
+    times = [k * h for k in range(steps)]
+    controls = torch.zeros(steps, *x0.shape, dtype=x0.dtype, requires_grad=True)
+    opt = torch.optim.Adam([controls], lr=lr)
+
+    def rollout():
+        x = x0
+        for k, t in enumerate(times):
+            x = x + h * (base_velocity(x, batch_time(t, x), cond) + controls[k])
+        return x
+
+    for _ in range(iterations):
+        x1 = rollout()
+        cost = (0.5 / beta) * h * controls.pow(2).reshape(steps, x0.shape[0], -1).sum((0, 2)) - reward(x1, cond)
+        opt.zero_grad()
+        cost.sum().backward()
+        opt.step()
+    with torch.no_grad():
+        return rollout()

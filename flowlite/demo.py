@@ -27,6 +27,9 @@ def plot_targets(problem_name: str, beta: float | None = None, out_dir: str | Pa
     problem = load_problem(problem_name, beta=beta)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if base == "mlp" and not problem.checkpoint_path.is_file():
+        print(f"{problem.name}: no trained base MLP shipped for {problem.base_name!r}; sampling the exact base")
+        base = "exact"
     flow = problem.flow(base)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -13,8 +13,10 @@ Its optimum is the deterministic-control optimum v_base - β∇V, *not* the KL t
 
 Status: experimental, not yet registered with the command line. The pieces are tested (the HJB residual of the
 exact LQ value gradient vanishes as the step shrinks; matching moves only θ, consistency and boundary only φ),
-but on the single-Gaussian problem 200 iterations reach mean 0.72 / variance 0.49 where the closed form is
-0.880 / 0.314: the correction ν_φ learns the early-time value gradient slowly through the consistency loss. ``code_compat=True`` reproduces the official code's choices (spec §3.4
+but on the single-Gaussian problem training plateaus at mean ≈ 0.72 / variance ≈ 0.45–0.5 (600 iterations;
+clip_quantile=None gives 0.68–0.73 / 0.45) where the closed form is 0.880 / 0.314 — and the ODE of
+v_base - β∇V with the *exact* ∇V does land on 0.883 / 0.315. The learned g keeps a consistency residual of a
+few per cent of ‖g‖², whose error integrated over t biases the control; closing that gap is open work. ``code_compat=True`` reproduces the official code's choices (spec §3.4
 items 3–6): forward differences, the ∂_t term scaled by 1/1000, the transport JVP without stop-gradient.
 """
 

@@ -34,7 +34,7 @@ def make_schedule(schedule: str | NoiseSchedule | None, sigma: float = 0.5) -> N
     if isinstance(schedule, NoiseSchedule):
         return schedule
     if schedule == "ode":
-        return EulerMaruyama.constant(0.0)
+        return EulerMaruyama(lambda t: 0.0, name="ode")
     if schedule == "constant":
         return EulerMaruyama.constant(sigma)
     raise ValueError(f"unknown schedule {schedule!r}; accepted: {', '.join(SCHEDULES)} or a NoiseSchedule")
@@ -49,8 +49,9 @@ class AdjointMatching(Method):
         time_subset: ``"all"`` grid times t_1..t_{K-1}, or ``"recipe"``: the last ``late_fraction`` of the steps
             plus ``n_early`` random earlier ones per iteration (spec §4.3).
         loss_clip: per-sample clipping of the loss, min(LCT, loss) (spec §4.3); None disables.
-        weighting: ``"control"`` regresses ‖u + σa‖² as in the paper; ``"velocity"`` regresses ‖Δv + (σ²/κ)a‖²
-            (same minimiser, bounded weights; the only form defined in the σ → 0 limit).
+        weighting: ``"velocity"`` (default) regresses ‖Δv + (σ²/κ)a‖²; ``"control"`` regresses ‖u + σa‖² as in
+            the paper (per-time weight κ²/σ²). Same minimiser; on the 2-D problems the two reached the same mode
+            error, and the velocity form is the only one defined in the σ → 0 limit.
     """
 
     name = "adjoint-matching"
@@ -58,7 +59,7 @@ class AdjointMatching(Method):
 
     def __init__(self, model, reward, beta: float, schedule: str | NoiseSchedule | None = "memoryless",
                  time_subset: str = "all", late_fraction: float = 0.25, n_early: int = 10,
-                 loss_clip: float | None = None, weighting: str = "control", **kw):
+                 loss_clip: float | None = None, weighting: str = "velocity", **kw):
         super().__init__(model, reward, **kw)
         self.beta = check_beta(beta)
         self.schedule = make_schedule(schedule)

@@ -46,7 +46,7 @@ def test_offline_rwr_lands_on_the_exact_tilt(reweight):
     method = RewardWeightedRegression(reweight.flow("exact"), reweight.reward, reweight.beta, batch_size=1024,
                                       n_samples=50_000)
     base_error = mode_mass_error(_ode_samples(method.model, base=True), reweight.target)
-    finetune(method, fast(1500, 300), lr=1e-3, grad_clip=None, lr_schedule="cosine", progress=False)
+    finetune(method, fast(3000, 300), lr=1e-3, grad_clip=None, lr_schedule="cosine", progress=False)
     errors = [mode_mass_error(_ode_samples(method.model, seed=s), reweight.target) for s in (1, 2, 3, 4)]
     error = sum(errors) / len(errors)
     if fast(False, True):

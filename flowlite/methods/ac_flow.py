@@ -90,7 +90,9 @@ class ACFlow(Method):
             default is 1 (ORW-CFM-W2's default, whose README asks for α ≥ 1).
         clip: advantage clip c_A (None: no clipping).
         warmup: iterations in which only the critic trains.
-        weighting: ``exp`` | ``softplus`` | ``relu``; temperature: τ of the exp weights (default 1/β).
+        weighting: ``exp`` | ``softplus`` | ``relu``; temperature: τ of the exp weights (default 1/β). With
+            ``shaping`` on, advantages are in standardised units, so τ = 1/β no longer means the β-tilt: the RWR
+            special case needs ``shaping="none"``.
         shaping: ``batch`` | ``running`` | ``none``; squash: κ of the optional tanh squashing.
         critic_target: ``mc`` (terminal shaped reward) or ``td`` (V at the next stored state, r̃ at the end).
         sampler: ``sde`` (memoryless: critic = E[r̃(X1) | X_t]) or ``ode`` (critic = r̃ of the ODE endpoint).

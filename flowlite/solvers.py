@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowlite.paths import batch_time, shift_sigma
+from flowlite.paths import batch_time, memoryless_sigma, shift_sigma
 
 VelocityFn = Callable[[Tensor, Tensor, object], Tensor]
 
@@ -151,7 +151,7 @@ class Memoryless(NoiseSchedule):
         self.name = "memoryless" if scale == 1.0 else f"memoryless(c={scale:g})"
 
     def sigma(self, t: float) -> float:
-        return self.scale * math.sqrt(2 * (1 - t) / t) if t > 0 else math.inf
+        return float(memoryless_sigma(t, scale=self.scale)) if t > 0 else math.inf
 
     def control_gain(self, t: float) -> float:
         return 1.0 + self.scale**2
@@ -177,7 +177,7 @@ class EulerMaruyama(NoiseSchedule):
 
     @classmethod
     def memoryless(cls, offset: float) -> "EulerMaruyama":
-        return cls(lambda t: math.sqrt(2 * (1 - t + offset) / (t + offset)), name="memoryless-euler-maruyama")
+        return cls(lambda t: float(memoryless_sigma(t, offset=offset)), name="memoryless-euler-maruyama")
 
     def sigma(self, t: float) -> float:
         return float(self._sigma(t))

@@ -82,12 +82,6 @@ class AdjointMatching(Method):
         pick = early[torch.randperm(early.numel())[: self.n_early]]
         return torch.cat([pick.sort().values, late])
 
-    def regression_target(self, k: int, adjoint: Tensor) -> tuple[float, float, Tensor]:
-        """(σ_k, κ_k, target Δv = -(σ²/κ) a_k) at grid index k."""
-        t = float(self.grid[k])
-        sigma, gain = self.schedule.sigma(t), self.schedule.control_gain(t)
-        return sigma, gain, -(sigma**2 / gain) * adjoint
-
     def loss(self, step: int) -> tuple[Tensor, dict]:
         model, cond = self.model, self.cond
         x0 = model.sample_prior(self.batch_size, cond)

@@ -11,8 +11,9 @@ export MPLBACKEND ?= Agg
 
 .PHONY: setup demo test test-unit test-notebooks notebooks clean
 
-# The venv is (re)built only when requirements.txt changes.
-$(STAMP): requirements.txt
+# The venv is (re)built only when requirements.txt changes: the stamp's name carries the file's hash, so a fresh
+# clone (new mtimes) reuses a venv made from the same pins.
+$(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@rm -f $(VENV)/.requirements-*

@@ -56,8 +56,9 @@ def memoryless_sigma(t: Tensor | float, offset: float = 0.0, scale: float = 1.0)
 
     c = ``scale`` (1 is Adjoint Matching's schedule; any c > 0 still forgets X0, spec §10.2);
     h = ``offset`` avoids σ(0) = ∞ for Euler–Maruyama (spec §1.4). The exponential integrator needs no offset.
+    A Python float is computed in float64.
     """
-    t = torch.as_tensor(t)
+    t = t if torch.is_tensor(t) else torch.as_tensor(t, dtype=torch.float64)
     return scale * torch.sqrt(2 * (1 - t + offset) / (t + offset))
 
 

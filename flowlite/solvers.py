@@ -40,6 +40,14 @@ class Trajectory:
     def steps(self) -> int:
         return self.times.numel() - 1
 
+    def at(self, indices: Tensor, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """States (or any per-grid-time tensor ``values`` of shape (K+1, B, ...)) at grid ``indices``, stacked
+        time-major into one batch (n·B, ...), with their times (n·B,) in the states' dtype."""
+        values = self.states if values is None else values
+        batch = values.shape[1]
+        flat = values[indices].reshape(indices.numel() * batch, *values.shape[2:])
+        return flat, self.times[indices].to(self.states.dtype).repeat_interleave(batch)
+
 
 # ---------------------------------------------------------------------------------------------- grids
 def uniform_grid(steps: int, t0: float = 0.0, t1: float = 1.0, device=None) -> Tensor:

@@ -142,15 +142,13 @@ class ACFlow(Method):
         shaped = self.shaping(r.float())
         k = torch.randint(1, self.steps, (self.n_times,))
         n, b = k.numel(), self.batch_size
-        x = traj.states[k].reshape(n * b, *traj.states.shape[2:])
-        t = self.grid[k].float().repeat_interleave(b).to(x.dtype)
+        x, t = traj.at(k)
         target_r = shaped.repeat(n)
         values = self.critic(x, t)
         if self.critic_target == "td":
             with torch.no_grad():
                 nxt = (k + 1).clamp(max=self.steps)
-                x_next = traj.states[nxt].reshape(n * b, *traj.states.shape[2:])
-                t_next = self.grid[nxt].float().repeat_interleave(b).to(x.dtype)
+                x_next, t_next = traj.at(nxt)
                 boot = self.critic(x_next, t_next)
                 target_r = torch.where((nxt == self.steps).repeat_interleave(b), target_r, boot)
         critic_loss = (values - target_r).pow(2).mean()

@@ -95,9 +95,9 @@ class AdjointMatching(Method):
         times = self.grid[idx].to(torch.float32)
         sigma = torch.tensor([self.schedule.sigma(float(t)) for t in times])
         gain = torch.tensor([self.schedule.control_gain(float(t)) for t in times])
-        x = traj.states[idx].reshape(n_t * batch, *traj.states.shape[2:]).detach()
-        a = adjoints[idx].reshape(n_t * batch, *adjoints.shape[2:])
-        t = times.repeat_interleave(batch).to(x.dtype)
+        x, t = traj.at(idx)
+        x = x.detach()
+        a, _ = traj.at(idx, adjoints)
         cond_rep = repeat_cond(cond, n_t)
         with torch.no_grad():
             v_base = model.base_velocity(x, t, cond_rep).float()

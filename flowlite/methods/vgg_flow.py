@@ -104,8 +104,8 @@ class VGGFlow(Method):
             traj = solve_ode(model.velocity, model.sample_prior(self.batch_size, cond), self.grid, cond=cond)
         idx = self.transition_indices()
         n, b = idx.numel(), self.batch_size
-        x = traj.states[idx].reshape(n * b, *traj.states.shape[2:]).detach()
-        t = self.grid[idx].float().repeat_interleave(b).to(x.dtype)
+        x, t = traj.at(idx)
+        x = x.detach()
 
         v = model.velocity(x, t, cond)
         raw = self.value_gradient.reward_gradient(x, t, v, cond)

@@ -1,0 +1,93 @@
+"""A tiny random Stable Diffusion 3, built from configs with offline tokenizers (ecosystem §2).
+
+Same components and shapes as the real model (16 latent channels, patch 2, two CLIP encoders and T5), small
+enough that a 4-step 32x32 image takes tens of milliseconds on one CPU thread. Nothing is downloaded: the
+tokenizers are built from in-memory character vocabularies. Tests save it with ``save_pretrained`` and load it back
+through :func:`flowlite.sd3.load_sd3`, the loader users call with a hub id.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from flowlite.sd3 import freeze_pipeline
+
+CLIP_MAX_LENGTH = 77
+T5_MAX_LENGTH = 32
+
+
+def _byte_characters() -> list[str]:
+    """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for the 256 bytes."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def tiny_clip_tokenizer():
+    """CLIPTokenizer over single bytes (no merges): 514 tokens, <|startoftext|> = 0, <|endoftext|> = 1."""
+    from transformers import CLIPTokenizer
+
+    chars = _byte_characters()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars + [c + "</w>" for c in chars]:
+        vocab.setdefault(c, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=CLIP_MAX_LENGTH)
+
+
+def tiny_clip_text_config(hidden_size: int = 32, projection_dim: int = 32):
+    """CLIP text config matching :func:`tiny_clip_tokenizer` (eos id = the tokenizer's <|endoftext|>)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=514, hidden_size=hidden_size, intermediate_size=37, num_attention_heads=4,
+                          num_hidden_layers=2, max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=projection_dim,
+                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
+
+
+def tiny_t5_tokenizer():
+    """A Unigram T5 tokenizer over printable ASCII characters (no sentencepiece model needed)."""
+    from transformers import T5Tokenizer
+
+    chars = [chr(c) for c in range(33, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in chars] + [("▁" + c, -3.5) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=T5_MAX_LENGTH)
+
+
+def build_tiny_sd3(seed: int = 0, t5: bool = True, sample_size: int = 16, num_layers: int = 2, shift: float = 3.0):
+    """A ``StableDiffusion3Pipeline`` with random weights: latents (16, sample_size, sample_size), VAE factor 2
+    (default images 32x32), patch 2, ``num_layers`` joint blocks, scheduler shift 3 (SD3-medium). All modules in
+    eval mode with gradients off, as :func:`~flowlite.sd3.load_sd3` returns them."""
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel,
+                           StableDiffusion3Pipeline)
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=2, in_channels=16, num_layers=num_layers, attention_head_dim=8,
+        num_attention_heads=4, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64,
+        out_channels=16, pos_embed_max_size=max(32, sample_size))
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16), in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=16, norm_num_groups=4,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+        sample_size=2 * sample_size)
+    text_encoder = CLIPTextModelWithProjection(tiny_clip_text_config())
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_text_config())
+    text_encoder_3 = tokenizer_3 = None
+    if t5:
+        tokenizer_3 = tiny_t5_tokenizer()
+        text_encoder_3 = T5EncoderModel(T5Config(vocab_size=len(tokenizer_3), d_model=32, d_kv=8, d_ff=37,
+                                                 num_layers=2, num_heads=4, pad_token_id=0, eos_token_id=1,
+                                                 decoder_start_token_id=0))
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift), vae=vae,
+        text_encoder=text_encoder, tokenizer=tiny_clip_tokenizer(), text_encoder_2=text_encoder_2,
+        tokenizer_2=tiny_clip_tokenizer(), text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3)
+    pipe.set_progress_bar_config(disable=True)
+    return freeze_pipeline(pipe)

@@ -287,6 +287,17 @@ def encode_images(vae: nn.Module, images: Tensor, generator: torch.Generator | N
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+def check_pretrained(pretrained: str | Path, what: str) -> str:
+    """An existing local path, or a string shaped like a hub id (owner/name); anything else is a missing folder."""
+    path = Path(pretrained).expanduser()
+    if path.exists():
+        return str(path)
+    if _HUB_ID.match(str(pretrained)):
+        return str(pretrained)
+    raise FlowliteError(f"{what} weight folder {str(pretrained)!r} not found; pass an existing folder (saved with "
+                        "save_pretrained) or a hub id such as owner/name")
+
+
 def freeze_pipeline(pipe):
     """eval() and requires_grad_(False) on every module of a pipeline (modules built from configs start in train
     mode, and T5's dropout would make outputs random: ecosystem §2)."""
@@ -307,18 +318,16 @@ def load_sd3(pretrained: str | Path, dtype: torch.dtype | None = None, device: s
 
     device = pick_device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    path = Path(pretrained).expanduser()
+    source = check_pretrained(pretrained, "SD3")
+    path = Path(source)
     local = path.exists()
     if local and not (path / "model_index.json").is_file():
         raise FlowliteError(f"{str(pretrained)!r} is not an SD3 weight folder (no model_index.json in it)")
-    if not local and not _HUB_ID.match(str(pretrained)):
-        raise FlowliteError(f"SD3 weight folder {str(pretrained)!r} not found; pass an existing folder saved with "
-                            "save_pretrained or a hub id such as stabilityai/stable-diffusion-3-medium-diffusers")
     kwargs = {"dtype": dtype}
     if drop_t5 or (local and _lacks_t5(path)):
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
     try:
-        pipe = StableDiffusion3Pipeline.from_pretrained(str(path) if local else str(pretrained), **kwargs)
+        pipe = StableDiffusion3Pipeline.from_pretrained(source, **kwargs)
     except (OSError, EnvironmentError) as err:
         raise FlowliteError(f"could not load SD3 weights from {str(pretrained)!r}: {err}") from None
     return freeze_pipeline(pipe.to(device))

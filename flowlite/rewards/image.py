@@ -123,6 +123,7 @@ class AestheticReward(CLIPImageReward):
     def __init__(self, clip: nn.Module, head: AestheticHead | None = None):
         super().__init__(clip)
         self.head = (head or AestheticHead(clip.config.projection_dim)).requires_grad_(False)
+        self.eval()
 
     def forward(self, x: Tensor, cond=None) -> Tensor:
         return self.head(self.image_embedding(x))

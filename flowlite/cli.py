@@ -103,6 +103,33 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def cmd_bench(args) -> int:
+    from flowlite.bench import run_bench
+
+    split = lambda names: [n for text in names for n in text.split(",") if n] if names else None  # noqa: E731
+    result = run_bench(split(args.problems), split(args.methods), budget_seconds=args.budget_seconds,
+                       iterations=args.iterations, seeds=args.seeds, out=args.out, base=args.base,
+                       batch_size=args.batch_size, solver_steps=args.solver_steps, eval_samples=args.eval_samples,
+                       jobs=args.jobs, progress=not args.quiet)
+    out = Path(args.out)
+    print(f"table: {out / 'summary.md'}  (numbers: {out / 'summary.json'})")
+    print(f"figures: {out / 'samples.png'}, " + ", ".join(str(out / f"curves_{p}.png")
+                                                       for p in result["config"]["problems"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from flowlite.problems import list_problems
 
@@ -151,6 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("bench", help="every method on the same problems and budget, measured against the exact tilt")
+    p.add_argument("--problems", nargs="+", default=["reweight"], metavar="PROBLEM",
+                   help=f"problem names ({problems}) or JSON paths (default reweight)")
+    p.add_argument("--methods", nargs="+", default=None, metavar="METHOD",
+                   help=f"default: all registered ({', '.join(METHODS)})")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget-seconds", type=_positive_float, default=None,
+                        help="CPU seconds of training per run (iterations calibrated per method)")
+    budget.add_argument("--iterations", type=_positive_int, default=None, help="iterations per run, every method")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; the table shows mean ± std over them")
+    p.add_argument("--base", default="exact", choices=["exact", "mlp"])
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--solver-steps", type=_positive_int, default=50, help="time steps K of the training sampler")
+    p.add_argument("--eval-samples", type=_positive_int, default=4000)
+    p.add_argument("--jobs", type=_positive_int, default=1, help="runs at once, one process and thread each")
+    p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,410 @@
+"""The main job: every registered method on the same exact 2-D problems, from the same base, under the same budget,
+measured against the exact KL tilt p* ∝ p_base exp(β r) (spec §8) — ``python -m flowlite bench``, ``make demo``
+and notebook 07.
+
+For each problem × method × seed, :func:`run_one` builds the method from the registry (``build_method``), trains it
+with its own ``default_training`` through ``finetune`` (the one loop), and scores Heun-ODE samples from one fixed set
+of starting noises per problem (common random numbers, so methods differ by their model, not by the draw):
+
+* mean reward; per-mode mass error against the tilt; KL(tilt ‖ model) and KL(base ‖ model) by smoothed histograms
+  (distance to the tilt and to the base, spec §10.4); energy distance to exact tilt samples;
+* CPU seconds of training (one torch thread; set-up included, evaluation excluded) and wall seconds;
+* reward-gradient evaluations: samples at which ∇r was taken (:class:`CountingReward`);
+* for ``vgg-flow``: energy distance to its own target, the deterministic-control optimum (``flowlite.reference``),
+  which is not the tilt (spec §2, §8.4).
+
+A budget is either ``iterations`` (the same count for every method), ``budget_seconds`` (CPU seconds of training per
+run; the iteration count is calibrated on a copy of the method, so learning-rate schedules still end on time), or
+neither (each method's default step count). :func:`run_bench` writes ``summary.md``, ``summary.json``,
+``samples.png`` (samples over the exact target, per method and problem) and ``curves_<problem>.png`` (reward and
+distance to the tilt over CPU time).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from flowlite.errors import FlowliteError
+from flowlite.finetune import finetune
+from flowlite.metrics import energy_distance, histogram_kl, mode_mass_error, noise_floor
+from flowlite.rewards.base import Reward
+from flowlite.solvers import solve_ode
+
+EVAL_SEED = 12345
+EVAL_STEPS = 25  # Heun with K >= 20 is indistinguishable from exact samples (spec §10.4)
+CURVE_SAMPLES = 1000
+METRICS = ("mean_reward", "mode_error", "kl_to_tilt", "kl_to_base", "energy_to_tilt", "cpu_seconds",
+           "wall_seconds", "iterations", "reward_grad_evals")
+"""Per-run numbers in ``summary.json`` (plus ``energy_to_own_optimum`` for vgg-flow)."""
+
+
+class CountingReward(Reward):
+    """Wraps a reward and counts the samples it scores, and those where a gradient can flow back to x
+    (``x.requires_grad`` under grad mode: reward backprop, adjoint terminal conditions, value-gradient inits)."""
+
+    def __init__(self, reward):
+        super().__init__()
+        self.inner = reward
+        self.evaluations = 0
+        self.gradient_evaluations = 0
+
+    def forward(self, x: Tensor, cond=None) -> Tensor:
+        self.evaluations += x.shape[0]
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradient_evaluations += x.shape[0]
+        return self.inner(x, cond)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("inner"), name)
+
+
+def check_names(problems, methods) -> tuple[list[str], list[str]]:
+    """Validate problem and method names before anything runs; one clear error naming the accepted values."""
+    from flowlite.methods import METHODS
+    from flowlite.problems import load_problem
+
+    methods = list(METHODS) if not methods else list(methods)
+    for name in methods:
+        if name not in METHODS:
+            raise FlowliteError(f"unknown method {name!r}; accepted: {', '.join(METHODS)}")
+    problems = list(problems) or ["reweight"]
+    for name in problems:
+        load_problem(name)  # raises FlowliteError naming the shipped problems
+    return problems, methods
+
+
+def eval_noise(problem, n: int) -> Tensor:
+    """The fixed starting noises every model of a problem is evaluated from."""
+    return torch.randn(n, problem.base.dim, generator=torch.Generator().manual_seed(EVAL_SEED))
+
+
+def exact_tilt_samples(problem, n: int, draw: int = 1) -> Tensor:
+    """Exact samples of the tilt; ``draw`` 1 is what energy distances compare with, 2 an independent draw."""
+    return problem.target.sample(n, generator=torch.Generator().manual_seed(EVAL_SEED + draw))
+
+
+def own_optimum_samples(problem, x0: Tensor, base: str = "exact") -> Tensor:
+    """Samples of VGG-Flow's target, the deterministic-control optimum (spec §8.4): the closed form for a single
+    isotropic Gaussian with A = aI, else per-particle optimal open-loop controls (``reference``)."""
+    from flowlite.reference import deterministic_control_samples, gaussian_deterministic_optimum
+
+    try:
+        mean, cov = gaussian_deterministic_optimum(problem.base, problem.reward, problem.beta)
+        return (mean + x0.to(cov.dtype) @ torch.linalg.cholesky(cov).T).to(x0.dtype)
+    except (ValueError, AttributeError):
+        return deterministic_control_samples(problem.base_velocity_module(base), problem.reward, problem.beta, x0)
+
+
+@torch.no_grad()
+def ode_samples(velocity, x0: Tensor) -> Tensor:
+    """Evaluation samples: the plain Heun ODE from fixed noises (spec §10.4: evaluate fine-tuned models with the ODE)."""
+    return solve_ode(velocity, x0, steps=EVAL_STEPS, method="heun", store=False).final
+
+
+def score(samples: Tensor, problem, tilt_samples: Tensor) -> dict:
+    """The standard numbers of one set of samples against the exact tilt and the base."""
+    return {"mean_reward": float(problem.reward(samples).mean()),
+            "mode_error": mode_mass_error(samples, problem.target),
+            "kl_to_tilt": histogram_kl(samples, problem.target),
+            "kl_to_base": histogram_kl(samples, problem.base),
+            "energy_to_tilt": energy_distance(samples, tilt_samples)}
+
+
+def _training_steps(method, options: dict, budget_seconds: float | None, iterations: int | None,
+                    setup_seconds: float) -> int:
+    """Iterations for this run: fixed, the method's default, or as many as fit in the CPU budget (timed on a copy,
+    one warm-up iteration then two)."""
+    if iterations is not None:
+        return int(iterations)
+    if budget_seconds is None:
+        return int(options.get("steps", 200))
+    trial = copy.deepcopy(method)
+    train_options = {k: v for k, v in options.items() if k != "steps"}
+    finetune(trial, 1, progress=False, **train_options)
+    clock = time.process_time()
+    finetune(trial, 2, progress=False, **train_options)
+    per_iteration = max((time.process_time() - clock) / 2, 1e-6)
+    return max(1, int((budget_seconds - setup_seconds) / per_iteration))
+
+
+def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: float | None = None,
+            iterations: int | None = None, base: str = "exact", batch_size: int = 256, solver_steps: int = 50,
+            eval_samples: int = 4000, curve_points: int = 10, curve_samples: int = CURVE_SAMPLES,
+            progress: bool = True, reference: Tensor | None = None) -> dict:
+    """Train one method on one problem and score it. Returns the numbers (``METRICS``), the training curve
+    (CPU seconds → reward, mode error, KL to tilt on ``curve_samples`` samples) and the final samples."""
+    from flowlite.methods import build_method
+    from flowlite.problems import load_problem
+
+    torch.set_num_threads(1)
+    problem = load_problem(problem_name)
+    x0 = eval_noise(problem, eval_samples)
+    tilt_samples = exact_tilt_samples(problem, eval_samples)
+    torch.manual_seed(seed)
+    cpu, wall = time.process_time(), time.perf_counter()
+    reward = CountingReward(problem.reward)
+    method, options = build_method(method_name, problem.flow(base), reward, problem.beta,
+                                   batch_size=batch_size, steps=solver_steps)
+    setup_cpu, setup_wall = time.process_time() - cpu, time.perf_counter() - wall
+    steps = _training_steps(method, options, budget_seconds, iterations, setup_cpu)  # not timed: bench overhead
+    options.pop("steps", None)
+    reward.evaluations = reward.gradient_evaluations = 0
+    clock = {"cpu": time.process_time(), "wall": time.perf_counter(), "eval_cpu": 0.0, "eval_wall": 0.0}
+    curve: list[dict] = []
+
+    def training_seconds(cpu_now: float) -> float:
+        return setup_cpu + cpu_now - clock["cpu"] - clock["eval_cpu"]
+
+    def evaluate(step: int) -> dict:
+        start_cpu, start_wall = time.process_time(), time.perf_counter()
+        x = ode_samples(method.model.velocity, x0[:curve_samples])
+        curve.append({"step": step, "cpu_seconds": training_seconds(start_cpu),
+                      "mean_reward": float(problem.reward(x).mean()),
+                      "mode_error": mode_mass_error(x, problem.target),
+                      "kl_to_tilt": histogram_kl(x, problem.target)})
+        clock["eval_cpu"] += time.process_time() - start_cpu
+        clock["eval_wall"] += time.perf_counter() - start_wall
+        return {}
+
+    evaluate(0)
+    result = finetune(method, steps, callback=evaluate, callback_every=max(1, steps // max(curve_points, 1)),
+                      progress=progress, **options)
+    cpu_seconds = training_seconds(time.process_time())
+    wall_seconds = setup_wall + time.perf_counter() - clock["wall"] - clock["eval_wall"]
+    samples = ode_samples(method.model.velocity, x0)
+    record = {"problem": problem.name, "method": method_name, "seed": seed, **score(samples, problem, tilt_samples),
+              "cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds, "iterations": result.step,
+              "reward_grad_evals": reward.gradient_evaluations, "reward_evals": reward.evaluations}
+    if reference is not None:
+        record["energy_to_own_optimum"] = energy_distance(samples, reference)
+    return {"record": record, "curve": curve, "samples": samples}
+
+
+def _run_one_kwargs(kwargs: dict) -> dict:
+    return run_one(**kwargs)
+
+
+def problem_references(problem_name: str, base: str, eval_samples: int, with_own_optimum: bool) -> dict:
+    """The rows every table of a problem is read against: the base model, exact tilt samples (with the metrics'
+    noise floors at this sample size) and, when VGG-Flow runs, its deterministic-control optimum."""
+    from flowlite.problems import load_problem
+
+    problem = load_problem(problem_name)
+    x0 = eval_noise(problem, eval_samples)
+    tilt_samples = exact_tilt_samples(problem, eval_samples)
+    flow = problem.flow(base)
+    base_samples = ode_samples(flow.base_velocity, x0)
+    own = own_optimum_samples(problem, x0, base) if with_own_optimum else None
+    second_tilt = exact_tilt_samples(problem, eval_samples, draw=2)
+    refs = {"beta": problem.beta, "description": problem.description,
+            "base": score(base_samples, problem, tilt_samples), "tilt": score(second_tilt, problem, tilt_samples),
+            "noise_floor": {"mode_error": noise_floor(mode_mass_error, problem.target, eval_samples, 5).mean,
+                            "kl": noise_floor(histogram_kl, problem.target, eval_samples, 5).mean},
+            "samples": {"base": base_samples, "tilt": second_tilt}}
+    if own is not None:
+        refs["own_optimum"] = own
+        refs["base"]["energy_to_own_optimum"] = energy_distance(base_samples, own)
+        refs["tilt"]["energy_to_own_optimum"] = energy_distance(second_tilt, own)
+    return refs
+
+
+def aggregate(records: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of every number, per (problem, method), in run order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["problem"], r["method"]), []).append(r)
+    rows = []
+    for (problem, method), runs in groups.items():
+        row = {"problem": problem, "method": method, "seeds": [r["seed"] for r in runs]}
+        for key in [k for k in runs[0] if k not in ("problem", "method", "seed")]:
+            vals = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
+            row[key] = {"mean": vals.mean().item(), "std": vals.std().item() if len(runs) > 1 else 0.0}
+        rows.append(row)
+    return rows
+
+
+COLUMNS = (("mean_reward", "mean reward", "{:+.3f}"), ("mode_error", "mode error vs tilt", "{:.3f}"),
+           ("kl_to_tilt", "KL to tilt", "{:.3f}"), ("kl_to_base", "KL to base", "{:.3f}"),
+           ("cpu_seconds", "CPU s", "{:.1f}"), ("iterations", "iterations", "{:.0f}"),
+           ("reward_grad_evals", "∇r evaluations", "{:.0f}"))
+
+
+def _cell(value, fmt: str) -> str:
+    if isinstance(value, dict):
+        text = fmt.format(value["mean"])
+        return text + (" ± " + fmt.format(value["std"]).lstrip("+") if value["std"] else "")
+    return fmt.format(value) if value is not None else "—"
+
+
+def summary_markdown(config: dict, references: dict, rows: list[dict]) -> str:
+    """The method × problem table (± over seeds), one section per problem, with the reference rows."""
+    budget = (f"{config['budget_seconds']:g} CPU s per run" if config["budget_seconds"] is not None else
+              f"{config['iterations']} iterations per run" if config["iterations"] is not None else
+              "each method's default iterations")
+    lines = ["# flowlite bench: every method against the exact tilt", "",
+             f"Budget: {budget}; seeds {config['seeds']}; {config['base']} base; batch {config['batch_size']}, "
+             f"K = {config['solver_steps']}; evaluation: Heun ODE ({EVAL_STEPS} steps) from {config['eval_samples']} fixed noises. "
+             "Distances: per-mode mass error and KL(target ‖ model) by smoothed histograms (spec §10.4). "
+             "CPU seconds are training only (one torch thread), set-up included, evaluation excluded.", ""]
+    own = any("energy_to_own_optimum" in r for r in rows)
+    head = [c[1] for c in COLUMNS] + (["energy dist. to own optimum"] if own else [])
+    for problem, ref in references.items():
+        floor = ref["noise_floor"]
+        lines += [f"## {problem} (β = {ref['beta']:g})", "", ref["description"], "",
+                  f"Noise floors at {config['eval_samples']} samples: mode error {floor['mode_error']:.3f}, "
+                  f"KL {floor['kl']:.3f}.", "",
+                  "| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+        refs = [("*base model*", ref["base"]), ("*exact tilt (fresh samples)*", ref["tilt"])]
+        for label, values in refs + [(r["method"], r) for r in rows if r["problem"] == problem]:
+            cells = [_cell(values.get(key), fmt) for key, _, fmt in COLUMNS]
+            if own:
+                cells.append(_cell(values.get("energy_to_own_optimum"), "{:.4f}"))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["Figures: `samples.png` (samples over the exact tilt), `curves_<problem>.png` (reward and distance to "
+              "the tilt over CPU time).", ""]
+    return "\n".join(lines)
+
+
+def _json_ready(obj):
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items() if not isinstance(v, Tensor)}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    return obj
+
+
+def plot_samples_grid(references: dict, results: list[dict], path: Path) -> None:
+    """Rows: problems; columns: base, each method (first seed): samples over the exact tilt's density."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from flowlite.plotting import default_extent, plot_density, plot_samples
+    from flowlite.problems import load_problem
+
+    methods = list(dict.fromkeys(r["record"]["method"] for r in results))
+    fig, axes = plt.subplots(len(references), len(methods) + 1, figsize=(2.6 * (len(methods) + 1),
+                             2.7 * len(references)), squeeze=False)
+    for row, (name, ref) in zip(axes, references.items()):
+        problem = load_problem(name)
+        extent = default_extent(problem.base, problem.target)
+        panels = [("base model", ref["samples"]["base"], ref["base"])]
+        for method in methods:
+            first = next(r for r in results if r["record"]["problem"] == name and r["record"]["method"] == method)
+            panels.append((method, first["samples"], first["record"]))
+        for ax, (label, x, numbers) in zip(row, panels):
+            plot_density(ax, problem.target, extent, cmap="Oranges")
+            plot_samples(ax, x[:1500], color="tab:blue", size=1.5)
+            ax.set_title(f"{name}: {label}\nmode err {numbers['mode_error']:.3f}, r {numbers['mean_reward']:+.2f}",
+                         fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("Samples (blue) over the exact tilt p_base·exp(βr) (orange)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_curves(name: str, reference: dict, results: list[dict], path: Path, curve_samples: int) -> None:
+    """Reward and KL to the tilt over CPU seconds, and reward against KL to the tilt (every seed, one colour a
+    method); dashed lines: the exact tilt's values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    colours = {}
+    for r in (r for r in results if r["record"]["problem"] == name):
+        method, curve = r["record"]["method"], r["curve"]
+        colour = colours.setdefault(method, f"C{len(colours) % 10}")
+        label = method if r["record"]["seed"] == results[0]["record"]["seed"] else None
+        secs = [p["cpu_seconds"] for p in curve]
+        axes[0].plot(secs, [p["mean_reward"] for p in curve], color=colour, label=label)
+        axes[1].plot(secs, [p["kl_to_tilt"] for p in curve], color=colour)
+        axes[2].plot([p["kl_to_tilt"] for p in curve], [p["mean_reward"] for p in curve], color=colour, marker=".")
+        axes[2].plot(curve[-1]["kl_to_tilt"], curve[-1]["mean_reward"], color=colour, marker="o", ms=8)
+    tilt = reference["tilt"]
+    axes[0].axhline(tilt["mean_reward"], color="k", ls="--", label="exact tilt")
+    axes[2].axhline(tilt["mean_reward"], color="k", ls="--")
+    axes[0].set(xlabel="CPU seconds (training)", ylabel="mean reward", title="reward over time")
+    axes[1].set(xlabel="CPU seconds (training)", ylabel="KL(tilt ‖ model)", yscale="log",
+                title="distance to the tilt over time")
+    axes[2].set(xlabel="KL(tilt ‖ model)", ylabel="mean reward", xscale="log",
+                title="reward vs distance to the tilt (● = end)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{name}: curves on {curve_samples} ODE samples per point")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None = None,
+              iterations: int | None = None, seeds=(0,), out: str | Path = "runs/bench", base: str = "exact",
+              batch_size: int = 256, solver_steps: int = 50, eval_samples: int = 4000, curve_points: int = 10,
+              curve_samples: int = CURVE_SAMPLES, jobs: int = 1, progress: bool = True, log=print) -> dict:
+    """Run every (problem, method, seed), write summary.md, summary.json and the figures under ``out``.
+
+    Returns ``{"config", "references", "records", "summary", "results"}``; ``results`` keeps each run's curve and
+    final samples (tensors) for notebooks. ``jobs > 1`` runs that many runs at once in separate processes (one
+    torch thread each)."""
+    problems, methods = check_names(problems, methods)
+    if budget_seconds is not None and iterations is not None:
+        raise FlowliteError("give --budget-seconds or --iterations, not both")
+    if budget_seconds is not None and not (math.isfinite(budget_seconds) and budget_seconds > 0):
+        raise FlowliteError(f"budget_seconds must be a finite number > 0, got {budget_seconds!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"problems": problems, "methods": methods, "budget_seconds": budget_seconds, "iterations": iterations,
+              "seeds": list(seeds), "base": base, "batch_size": batch_size, "solver_steps": solver_steps,
+              "eval_samples": eval_samples, "curve_samples": curve_samples, "torch": torch.__version__,
+              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    references = {p: problem_references(p, base, eval_samples, "vgg-flow" in methods) for p in problems}
+    jobs_list = [dict(problem_name=p, method_name=m, seed=s, budget_seconds=budget_seconds, iterations=iterations,
+                      base=base, batch_size=batch_size, solver_steps=solver_steps, eval_samples=eval_samples,
+                      curve_points=curve_points, curve_samples=curve_samples, progress=progress and jobs == 1,
+                      reference=references[p].get("own_optimum") if m == "vgg-flow" else None)
+                 for p in problems for m in methods for s in seeds]
+    results = []
+
+    def report(res):
+        r = res["record"]
+        results.append(res)
+        log(f"[{len(results)}/{len(jobs_list)}] {r['problem']} {r['method']} seed {r['seed']}: "
+            f"{r['iterations']} it in {r['cpu_seconds']:.1f} CPU s; reward {r['mean_reward']:+.3f} "
+            f"(tilt {references[r['problem']]['tilt']['mean_reward']:+.3f}), mode error {r['mode_error']:.3f}, "
+            f"KL to tilt {r['kl_to_tilt']:.3f}, KL to base {r['kl_to_base']:.3f}, "
+            f"{r['reward_grad_evals']} ∇r evaluations")
+
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            for res in pool.map(_run_one_kwargs, jobs_list):
+                report(res)
+    else:
+        for kwargs in jobs_list:
+            report(run_one(**kwargs))
+    records = [r["record"] for r in results]
+    summary = aggregate(records)
+    (out / "summary.md").write_text(summary_markdown(config, references, summary))
+    (out / "summary.json").write_text(json.dumps(_json_ready({"config": config, "references": references,
+                                                              "runs": records, "summary": summary}), indent=1))
+    plot_samples_grid(references, results, out / "samples.png")
+    for name in problems:
+        plot_curves(name, references[name], results, out / f"curves_{name}.png", curve_samples)
+    return {"config": config, "references": references, "records": records, "summary": summary,
+            "results": results}

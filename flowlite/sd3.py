@@ -174,7 +174,8 @@ class SD3Flow(FlowModel):
     its VJPs). Without negative embeddings, or with ``guidance_scale`` <= 1, no CFG is applied.
 
     Args:
-        transformer: the (frozen) transformer; a LoRA adapter is added unless it has one named ``adapter_name``.
+        transformer: the (frozen) transformer; a LoRA adapter is added unless it has one named ``adapter_name``,
+            and that adapter becomes the only active one.
         latent_shape: (C, H/f, W/f) of the latents this model samples.
         rank, alpha, target_modules, init_lora_weights: the adapter (defaults as diffusers' SD3 LoRA script;
             alpha defaults to rank).
@@ -195,6 +196,7 @@ class SD3Flow(FlowModel):
             config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,
                                 init_lora_weights=init_lora_weights, target_modules=list(target_modules))
             transformer.add_adapter(config, adapter_name=adapter_name)
+        transformer.set_adapter(adapter_name)  # the only active adapter, and the only trainable one
         for name, p in transformer.named_parameters():
             p.requires_grad_(f".{adapter_name}." in name and "lora_" in name)
 

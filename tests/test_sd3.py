@@ -102,6 +102,10 @@ def test_base_velocity_disables_the_adapter_and_keeps_trainable_flags(saved):
         assert (flow.velocity(x, t, cond) - before).abs().max() > 1e-3
     assert all(p.requires_grad for p in flow.trainable_parameters())
     assert sum(p.numel() for p in flow.trainable_parameters()) == 3840  # 30 LoRA tensors, rank 4 (ecosystem §3)
+    second = SD3Flow(flow.transformer, flow.event_shape, adapter_name="second")  # a new adapter is the active one
+    with torch.no_grad():
+        assert torch.equal(second.velocity(x, t, cond), before)
+    assert all(".second." in n for n, p in second.transformer.named_parameters() if p.requires_grad)
 
 
 def test_loader_reads_the_saved_folder_and_a_folder_without_t5(saved, tmp_path):

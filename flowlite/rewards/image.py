@@ -7,6 +7,7 @@ done in torch so gradients reach the pixels, and through ``LatentReward`` the la
   (ViT-L/14, MLP 768-1024-128-64-16-1).
 * ``PickScore``: r = exp(logit_scale)·cos(ê_image, ê_text) (``yuvalkirstain/PickScore_v1``; typical 21–23).
 * ``CLIPScore``: r = 100·max(cos(ê_image, ê_text), 0).
+* ``Brightness``: the mean pixel value, a reward with an obvious optimum for the CPU notebook.
 
 Each loads real weights with ``from_pretrained(hub id or folder)`` and has ``tiny(seed)``, random weights of the same
 structure; ``save_pretrained`` writes a folder that ``from_pretrained`` reads back. HPSv2 and ImageReward need
@@ -194,7 +195,10 @@ class PickScore(CLIPImageReward):
     @classmethod
     def from_pretrained(cls, pretrained: str | Path = "yuvalkirstain/PickScore_v1",
                         tokenizer: str | Path | None = None):
-        """Model from a hub id or folder; tokenizer from ``tokenizer`` (default: the same place)."""
+        """Model from a hub id or folder; tokenizer from ``tokenizer`` (default: the same place, except for the hub's
+        PickScore_v1, which ships without one and uses its base model's)."""
+        if tokenizer is None and str(pretrained) == "yuvalkirstain/PickScore_v1":
+            tokenizer = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
         clip, tok = cls._load_clip(pretrained, cls.__name__, tokenizer_from=tokenizer)
         return cls(clip, tok)
 
@@ -216,6 +220,14 @@ class CLIPScore(PickScore):
     def from_pretrained(cls, pretrained: str | Path = "openai/clip-vit-large-patch14",
                         tokenizer: str | Path | None = None):
         return super().from_pretrained(pretrained, tokenizer)
+
+
+class Brightness(Reward):
+    """r(x) = mean pixel value of images in [0, 1]: a reward with an obvious optimum, for tests and the CPU notebook
+    (its gradient through the VAE is as real as any other's)."""
+
+    def forward(self, x: Tensor, cond=None) -> Tensor:
+        return x.float().mean(dim=tuple(range(1, x.ndim)))
 
 
 # ---------------------------------------------------------------------------------------------- registry

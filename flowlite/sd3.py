@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -195,7 +196,9 @@ class SD3Flow(FlowModel):
 
             config = LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank,
                                 init_lora_weights=init_lora_weights, target_modules=list(target_modules))
-            transformer.add_adapter(config, adapter_name=adapter_name)
+            with warnings.catch_warnings():  # a second adapter is deliberate: set_adapter picks the active one
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                transformer.add_adapter(config, adapter_name=adapter_name)
         transformer.set_adapter(adapter_name)  # the only active adapter, and the only trainable one
         for name, p in transformer.named_parameters():
             p.requires_grad_(f".{adapter_name}." in name and "lora_" in name)

@@ -179,7 +179,7 @@ class SD3Flow(FlowModel):
             and that adapter becomes the only active one.
         latent_shape: (C, H/f, W/f) of the latents this model samples.
         rank, alpha, target_modules, init_lora_weights: the adapter (defaults as diffusers' SD3 LoRA script;
-            alpha defaults to rank).
+            alpha defaults to rank). Its weights are kept in fp32 whatever the transformer's dtype.
     """
 
     def __init__(self, transformer: nn.Module, latent_shape: tuple[int, int, int], guidance_scale: float = 5.0,
@@ -202,6 +202,8 @@ class SD3Flow(FlowModel):
         transformer.set_adapter(adapter_name)  # the only active adapter, and the only trainable one
         for name, p in transformer.named_parameters():
             p.requires_grad_(f".{adapter_name}." in name and "lora_" in name)
+            if p.requires_grad and p.dtype != torch.float32:  # fp32 master weights for the LoRA, as diffusers'
+                p.data = p.data.float()                       # script does: bf16 would round small updates away
 
     @classmethod
     def from_pipeline(cls, pipe, height: int | None = None, width: int | None = None, **kw) -> "SD3Flow":

@@ -186,3 +186,21 @@ def test_bad_input_gets_one_clear_error(saved, tmp_path):
         load_lora(SD3Flow.from_pipeline(pipe), tmp_path / "empty")
     with pytest.raises(FlowliteError, match="PromptEmbeddings"):
         SD3Flow.from_pipeline(fresh(saved)).velocity(torch.randn(1, 16, 16, 16), 0.5, None)
+
+
+def test_bf16_pipeline_keeps_fp32_lora_and_fp32_velocities(saved, tmp_path):
+    pipe = fresh(saved, dtype=torch.bfloat16)
+    cond = PromptCache(pipe, max_sequence_length=MAX_SEQ)(PROMPTS)
+    flow = SD3Flow.from_pipeline(pipe, guidance_scale=GUIDANCE)
+    assert pipe.transformer.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in flow.trainable_parameters())  # master weights
+    with torch.no_grad():
+        for p in flow.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    v = flow.velocity(torch.randn(2, *flow.event_shape), 0.5, cond)
+    assert v.dtype == torch.float32 and torch.isfinite(v).all()
+    save_lora(flow, tmp_path / "lora")
+    other = fresh(saved, dtype=torch.bfloat16)
+    other.load_lora_weights(tmp_path / "lora")
+    ours, theirs = pipeline_latents(pipe).float(), pipeline_latents(other).float()
+    assert (ours - theirs).abs().max() / theirs.abs().max() < 2e-2  # bf16: about 3 significant digits

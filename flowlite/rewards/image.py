@@ -11,7 +11,8 @@ done in torch so gradients reach the pixels, and through ``LatentReward`` the la
 
 Each loads real weights with ``from_pretrained(hub id or folder)`` and has ``tiny(seed)``, random weights of the same
 structure; ``save_pretrained`` writes a folder that ``from_pretrained`` reads back. HPSv2 and ImageReward need
-packages that pull torchvision: :func:`image_reward` names them and says how to install them when missing.
+packages that pull torchvision: they live in ``rewards/extras.py``, and :func:`image_reward` says how to install
+them when missing.
 """
 
 from __future__ import annotations
@@ -231,29 +232,22 @@ class Brightness(Reward):
 
 
 # ---------------------------------------------------------------------------------------------- registry
-OPTIONAL = {
-    "hpsv2": ("hpsv2", "HPSv2 needs the optional package hpsv2 (pip install hpsv2; it pulls torchvision, timm and "
-                       "an old protobuf, which flowlite does not pin). It is not installed."),
-    "imagereward": ("ImageReward", "ImageReward needs the optional package image-reward (pip install image-reward; "
-                                   "it pulls torchvision, timm and fairscale, which flowlite does not pin). "
-                                   "It is not installed."),
-}
+OPTIONAL = ("hpsv2", "imagereward")
 IMAGE_REWARDS = {"aesthetic": AestheticReward, "pickscore": PickScore, "clipscore": CLIPScore}
 
 
 def image_reward(name: str, pretrained: str | Path | None = None, tiny: bool = False, seed: int = 0, **kw) -> Reward:
     """Build an image reward by name: ``aesthetic``, ``pickscore`` or ``clipscore`` from ``pretrained`` (hub id
-    or folder; the class default when None) or, with ``tiny=True``, random weights. ``hpsv2`` and ``imagereward``
-    are optional extras: a clear error says how to install them when they are missing."""
+    or folder; the class default when None) or, with ``tiny=True``, random weights. ``hpsv2`` (``pretrained`` = its
+    checkpoint) and ``imagereward`` are optional extras (``rewards/extras.py``): a clear error says how to install
+    them when they are missing."""
     key = name.lower().replace("-", "").replace("_", "")
     if key in OPTIONAL:
-        module, message = OPTIONAL[key]
-        try:
-            __import__(module)
-        except ImportError:
-            raise FlowliteError(message) from None
-        raise FlowliteError(f"{name} is installed, but flowlite has no differentiable wrapper for it yet; "
-                            f"accepted: {', '.join(IMAGE_REWARDS)}")
+        from flowlite.rewards.extras import optional_reward
+
+        if tiny:
+            raise FlowliteError(f"{name} has no tiny random version; tiny rewards: {', '.join(IMAGE_REWARDS)}")
+        return optional_reward(key, pretrained, **kw)
     if key not in IMAGE_REWARDS:
         raise FlowliteError(f"unknown reward {name!r}; accepted: {', '.join(IMAGE_REWARDS)} "
                             f"(optional extras: {', '.join(OPTIONAL)})")

@@ -111,8 +111,9 @@ class PromptCache:
     """Encodes prompts with the pipeline's three text encoders once and keeps the rows, so the encoders can be freed
     (:meth:`free_text_encoders`) before training. ``negative_prompt`` (default "") is SD3's unconditional branch."""
 
-    def __init__(self, pipe, max_sequence_length: int = 256, negative_prompt: str = ""):
+    def __init__(self, pipe, max_sequence_length: int = 256, negative_prompt: str = "", chunk: int = 16):
         self.pipe = pipe
+        self.chunk = chunk
         self.max_sequence_length = max_sequence_length
         self.negative_prompt = negative_prompt
         self._rows: dict[str, tuple[Tensor, ...]] = {}
@@ -122,11 +123,13 @@ class PromptCache:
         if self.pipe.text_encoder is None:
             raise FlowliteError(f"prompts {prompts[:3]} are not cached and the text encoders were freed; "
                                 "encode every prompt before free_text_encoders()")
-        pe, npe, ppe, nppe = self.pipe.encode_prompt(
-            prompts, prompts, prompts, device=self.pipe.device, do_classifier_free_guidance=True,
-            negative_prompt=[self.negative_prompt] * len(prompts), max_sequence_length=self.max_sequence_length)
-        for i, p in enumerate(prompts):
-            self._rows[p] = (pe[i], ppe[i], npe[i], nppe[i])
+        for start in range(0, len(prompts), self.chunk):  # chunks bound the text encoders' memory
+            chunk = prompts[start:start + self.chunk]
+            pe, npe, ppe, nppe = self.pipe.encode_prompt(
+                chunk, chunk, chunk, device=self.pipe.device, do_classifier_free_guidance=True,
+                negative_prompt=[self.negative_prompt] * len(chunk), max_sequence_length=self.max_sequence_length)
+            for i, p in enumerate(chunk):
+                self._rows[p] = (pe[i], ppe[i], npe[i], nppe[i])
 
     def __call__(self, prompts: str | Sequence[str]) -> PromptEmbeddings:
         """Embeddings for ``prompts`` (one row each, in order), encoding only the ones not seen before."""

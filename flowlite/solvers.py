@@ -48,6 +48,19 @@ class Trajectory:
         flat = values[indices].reshape(indices.numel() * batch, *values.shape[2:])
         return flat, self.times[indices].to(self.states.dtype).repeat_interleave(batch)
 
+    def between(self, indices: Tensor, fractions: Tensor) -> tuple[Tensor, Tensor]:
+        """States at t_k + u·(t_{k+1} - t_k) for grid ``indices`` k < K and ``fractions`` u ∈ [0, 1] (one per
+        index), by linear interpolation of x_k and x_{k+1} — exactly the Euler path between the two grid
+        points. Stacked time-major as in :meth:`at`."""
+        lo, _ = self.at(indices)
+        hi, _ = self.at(indices + 1)
+        t_lo, t_hi = self.times[indices], self.times[indices + 1]
+        u = fractions.to(self.states.dtype)
+        batch = self.states.shape[1]
+        w = u.repeat_interleave(batch).reshape(-1, *([1] * (lo.ndim - 1)))
+        times = (t_lo + fractions.to(t_lo.dtype) * (t_hi - t_lo)).to(self.states.dtype).repeat_interleave(batch)
+        return lo + w * (hi - lo), times
+
 
 # ---------------------------------------------------------------------------------------------- grids
 def uniform_grid(steps: int, t0: float = 0.0, t1: float = 1.0, device=None) -> Tensor:

@@ -117,3 +117,18 @@ def test_time_grids_are_explicit_and_sd3_grid_is_shifted():
         solve_ode(lambda x, t, c: x, torch.zeros(2, 2), grid=torch.tensor([0.0, 0.5, 0.4]))
     with pytest.raises(ValueError, match="accepted"):
         solve_ode(lambda x, t, c: x, torch.zeros(2, 2), method="rk99")
+
+
+def test_trajectory_between_interpolates_the_euler_path():
+    """``Trajectory.between``: u = 0 and u = 1 give the grid states; u = ½ equals an Euler half step."""
+    velocity = lambda x, t, c=None: -x + torch.as_tensor(t).reshape(-1, 1)  # noqa: E731
+    traj = solve_ode(velocity, torch.randn(5, 2), steps=4, method="euler")
+    idx = torch.tensor([0, 2])
+    lo, t_lo = traj.between(idx, torch.zeros(2))
+    hi, t_hi = traj.between(idx, torch.ones(2))
+    torch.testing.assert_close((lo, t_lo), traj.at(idx))
+    torch.testing.assert_close((hi, t_hi), traj.at(idx + 1))
+    mid, t_mid = traj.between(idx, torch.full((2,), 0.5))
+    x, t = traj.at(idx)
+    torch.testing.assert_close(mid, x + 0.125 * velocity(x, t))
+    torch.testing.assert_close(t_mid, t + 0.125)

@@ -10,14 +10,17 @@ import inspect
 
 from flowlite.errors import FlowliteError
 from flowlite.methods.ac_flow import ACFlow
-from flowlite.methods.adjoint_matching import AdjointMatching, NonMemorylessControl
+from flowlite.methods.adjoint_matching import AdjointMatching, NonMemorylessControl, VGGFlowPMP
 from flowlite.methods.base import Method
 from flowlite.methods.reward_backprop import DRaFT, ReFL
 from flowlite.methods.rwr import OnlineRewardWeightedRegression, RewardWeightedRegression
+from flowlite.methods.vgg_flow import VGGFlow
 
 METHODS: dict[str, type[Method]] = {
     "adjoint-matching": AdjointMatching,
     "non-memoryless-control": NonMemorylessControl,
+    "vgg-flow": VGGFlow,
+    "vgg-flow-pmp": VGGFlowPMP,
     "ac-flow": ACFlow,
     "rwr": RewardWeightedRegression,
     "orw": OnlineRewardWeightedRegression,
@@ -44,4 +47,4 @@ def build_method(name: str, model, reward, beta: float, **options) -> tuple[Meth
 
 
 __all__ = ["Method", "AdjointMatching", "NonMemorylessControl", "ACFlow", "RewardWeightedRegression",
-           "OnlineRewardWeightedRegression", "ReFL", "DRaFT", "METHODS", "build_method"]
+           "OnlineRewardWeightedRegression", "ReFL", "DRaFT", "VGGFlow", "VGGFlowPMP", "METHODS", "build_method"]

@@ -82,6 +82,10 @@ class AdjointMatching(Method):
         pick = early[torch.randperm(early.numel())[: self.n_early]]
         return torch.cat([pick.sort().values, late])
 
+    def adjoint_weight(self, sigma: Tensor, gain: Tensor) -> Tensor:
+        """w_t in the fixed point Δv* = -w_t a_t: σ²/κ (= η_t = (1 - t)/t when memoryless)."""
+        return sigma**2 / gain
+
     def loss(self, step: int) -> tuple[Tensor, dict]:
         model, cond = self.model, self.cond
         x0 = model.sample_prior(self.batch_size, cond)
@@ -105,10 +109,9 @@ class AdjointMatching(Method):
         shape = (n_t * batch,) + (1,) * (x.ndim - 1)
         sigma_b = sigma.repeat_interleave(batch).reshape(shape).to(delta_v)
         gain_b = gain.repeat_interleave(batch).reshape(shape).to(delta_v)
+        residual = delta_v + self.adjoint_weight(sigma_b, gain_b) * a  # Δv* = -(σ²/κ) a
         if self.weighting == "control":
-            residual = (gain_b / sigma_b) * delta_v + sigma_b * a  # ‖u + σ a‖², u = κ Δv / σ
-        else:
-            residual = delta_v + (sigma_b**2 / gain_b) * a
+            residual = (gain_b / sigma_b) * residual  # ‖u + σ a‖², u = κ Δv / σ
         per_sample = residual.pow(2).reshape(n_t * batch, -1).sum(-1)
         clipped = per_sample if self.loss_clip is None else per_sample.clamp(max=self.loss_clip)
         logs = {"reward": r.mean().item(), "adjoint_max": a.abs().max().item(),
@@ -125,3 +128,22 @@ class NonMemorylessControl(AdjointMatching):
     def __init__(self, model, reward, beta: float, sigma: float = 0.5, **kw):
         kw.setdefault("schedule", EulerMaruyama.constant(sigma))
         super().__init__(model, reward, beta, **kw)
+
+
+class VGGFlowPMP(AdjointMatching):
+    """VGG-Flow-PMP, the deterministic co-state variant (spec §3.9, App. A.2 "deterministic adjoint matching"):
+    sample the current model's *ODE*, solve the lean adjoint backwards along it (a_K = -β∇r(X_1),
+    a_k = a_{k+1} + h J_{v_base}ᵀ a_{k+1}: ``lean_adjoint`` with σ ≡ 0), and regress ‖Δv + a‖².
+
+    Its fixed point is Δv* = -β∇V of the deterministic control problem — VGG-Flow's optimum, not the KL tilt
+    (spec §8.4) — so it cross-checks VGG-Flow with a second estimator of the same target.
+    """
+
+    name = "vgg-flow-pmp"
+
+    def __init__(self, model, reward, beta: float, **kw):
+        kw["schedule"], kw["weighting"] = "ode", "velocity"
+        super().__init__(model, reward, beta, **kw)
+
+    def adjoint_weight(self, sigma: Tensor, gain: Tensor) -> Tensor:
+        return torch.ones_like(sigma)

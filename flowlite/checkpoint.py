@@ -54,8 +54,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(directory: str | Path, module: nn.Module, optimizer=None, scheduler=None, step: int = 0,
-                    keep_last: int | None = None, extra: dict | None = None) -> Path:
-    """Write ``directory/step_NNNNNNN`` atomically (temp folder, then rename) and keep the newest ``keep_last``."""
+                    keep_last: int | None = None, extra: dict | None = None, files=None) -> Path:
+    """Write ``directory/step_NNNNNNN`` atomically (temp folder, then rename) and keep the newest ``keep_last``.
+    ``files(folder)``, when given, writes extra files into the temporary folder before the rename."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{step:07d}"
@@ -70,6 +71,8 @@ def save_checkpoint(directory: str | Path, module: nn.Module, optimizer=None, sc
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     torch.save(state, tmp / "training_state.pt")
+    if files is not None:
+        files(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -130,6 +130,40 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_sd3(args) -> int:
+    from flowlite.sd3_job import dry_run, resolve_config, run_sd3, check_resume
+
+    keys = ("method", "reward", "prompts", "eval_prompts", "pretrained", "reward_pretrained", "tiny", "rank", "beta",
+            "lr", "steps", "batch_size", "grad_accum", "solver_steps", "guidance_scale", "height", "width",
+            "mixed_precision", "gradient_checkpointing", "drop_t5", "max_sequence_length", "eval_every",
+            "eval_seeds", "eval_steps", "checkpoint_every", "keep_last", "seed", "output", "quiet", "no_wandb")
+    config = resolve_config({k: getattr(args, k) for k in keys})
+    from flowlite.sd3_job import read_prompts
+
+    read_prompts(config["prompts"])
+    read_prompts(config["eval_prompts"], "--eval-prompts")
+    if args.dry_run:
+        dry_run(config)
+        return 0
+    check_resume(config, args.resume)
+    summary = run_sd3(config, resume=args.resume)
+    last = summary["last"]
+    if not args.quiet:
+        print(f"{config['method']} on {config['reward']}: {summary['steps']} steps in {summary['seconds']:.1f} s, "
+              f"last loss {last.get('loss', float('nan')):.4g}; wrote {config['output']}/ (lora/, config.json, "
+              f"metrics.csv, eval/, checkpoints/)")
+    return 0
+
+
+def cmd_sd3_sample(args) -> int:
+    from flowlite.sd3_sample import run_sample
+
+    for path in run_sample(args.lora, args.prompt, args.seed, output=args.output, checkpoint=args.checkpoint,
+                           steps=args.steps, guidance_scale=args.guidance_scale):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from flowlite.problems import list_problems
 
@@ -197,6 +231,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_bench)
+
+    from flowlite.sd3_job import METHOD_NAMES, RECIPES, REWARD_NAMES
+
+    recipes = "; ".join(f"{name}: lr {r['lr']:g}" for name, r in RECIPES.items())
+    p = sub.add_parser("sd3", help="fine-tune SD3 with LoRA on an image reward (one CPU with --tiny, one GPU, or "
+                                   "many with accelerate launch)",
+                       description="Defaults per method follow the papers' recipes (README, flowlite/sd3_job.py "
+                                   f"RECIPES): {recipes}. Flags left out take the recipe's value.")
+    p.add_argument("--method", required=True, help=f"one of: {', '.join(METHOD_NAMES)}")
+    p.add_argument("--reward", required=True, help=f"one of: {', '.join(REWARD_NAMES)}")
+    p.add_argument("--prompts", required=True, help="training prompts, one per line (e.g. data/prompts/simple_animals.txt)")
+    p.add_argument("--eval-prompts", default=None, help="held-out prompts (default data/prompts/eval_animals.txt)")
+    p.add_argument("--pretrained", default=None, help="SD3 hub id or folder (not needed with --tiny)")
+    p.add_argument("--reward-pretrained", default=None, help="reward weights: hub id or folder (default: the reward's)")
+    p.add_argument("--tiny", action="store_true", help="a tiny random SD3 and reward, 16x16 images, for CPU")
+    p.add_argument("--rank", type=_positive_int, default=None, help="LoRA rank (alpha = rank; default 8)")
+    p.add_argument("--beta", type=_beta, default=None, help="KL strength, target p_base exp(beta r) (default: recipe)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="learning rate (default: recipe)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="optimizer updates (default 400)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="trajectories per micro-batch and process")
+    p.add_argument("--grad-accum", type=_positive_int, default=None, help="micro-batches per update (default 8)")
+    p.add_argument("--solver-steps", type=_positive_int, default=None, help="sampler steps in training (default 20)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="CFG scale (default 5; 1 with --tiny)")
+    p.add_argument("--height", type=_positive_int, default=None)
+    p.add_argument("--width", type=_positive_int, default=None)
+    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None,
+                   help="transformer weights' dtype (default bf16); LoRA, VAE, reward, adjoints stay fp32")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--drop-t5", action="store_true", help="no T5 text encoder (its embeddings are zeros)")
+    p.add_argument("--max-sequence-length", type=_positive_int, default=None, help="T5 tokens (default 256)")
+    p.add_argument("--eval-every", type=_positive_int, default=None, help="evaluate every N updates (default 50)")
+    p.add_argument("--eval-seeds", type=_positive_int, default=None, help="seeds 0..N-1 per held-out prompt")
+    p.add_argument("--eval-steps", type=_positive_int, default=None, help="sampler steps at evaluation")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, help="default 50")
+    p.add_argument("--keep-last", type=_positive_int, default=None, help="checkpoints kept (default 3)")
+    p.add_argument("--resume", default=None, metavar="latest", help="continue the run in --output from its newest checkpoint")
+    p.add_argument("--dry-run", action="store_true", help="build, run two steps, print s/step and peak memory; write nothing")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--output", default=None, help="run folder (default runs/sd3/METHOD-REWARD[-tiny])")
+    p.add_argument("--no-wandb", action="store_true", help="do not log to wandb even when it is installed")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sd3)
+
+    p = sub.add_parser("sd3-sample", help="images from a trained run's LoRA through StableDiffusion3Pipeline")
+    p.add_argument("--lora", required=True, metavar="RUN_DIR", help="a run folder of `python -m flowlite sd3`")
+    p.add_argument("--prompt", required=True, nargs="+", help="one or more prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", default=None, help="latest or a step number (default: the final LoRA)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="sampler steps (default: the run's eval steps)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: the run's")
+    p.add_argument("--output", default=None, help="a .png file or a folder (default RUN_DIR/samples)")
+    p.set_defaults(func=cmd_sd3_sample)
     return parser
 
 

@@ -88,7 +88,8 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
           scheduler=None, run_dir: str | Path | None = None, checkpoint_every: int = 0, keep_last: int = 2,
           resume: bool = False, grad_clip: float | None = None, callback: Callable[[int], dict] | None = None,
           callback_every: int = 0, log_every: int = 50, progress: bool = True, desc: str = "train",
-          ema: EMA | None = None) -> TrainResult:
+          ema: EMA | None = None, accumulate: int = 1, before_step: Callable[[list], None] | None = None,
+          checkpoint_files: Callable[[Path], None] | None = None, main_process: bool = True) -> TrainResult:
     """Run ``steps`` optimisation steps of ``loss_fn(step)`` on ``module``'s trainable state.
 
     Args:
@@ -102,6 +103,13 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             its values join the logged row of that step. With ``ema``, it runs on the averaged weights.
         ema: an :class:`~flowlite.ema.EMA` of the trainable parameters, updated after every step and saved in
             checkpoints; the caller decides when to use it (``ema.copy_to_model()`` after training).
+        accumulate: micro-batches per step (gradient accumulation): ``loss_fn(step)`` is called that many times,
+            each loss divided by ``accumulate`` and backpropagated at once, so memory stays that of one micro-batch.
+        before_step: ``before_step(params)`` after the backward passes, before clipping and the optimizer step
+            (data-parallel runs average the gradients across processes here).
+        checkpoint_files: ``checkpoint_files(folder)`` writes extra files into each checkpoint folder before it
+            is renamed into place (e.g. the LoRA in the diffusers format), so they are atomic with it.
+        main_process: False on the other ranks of a data-parallel run: they train and resume but write nothing.
     Raises:
         NonFiniteLossError: the loss became NaN/inf; nothing is written for that step.
     """
@@ -111,7 +119,9 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     if (checkpoint_every or resume) and run_dir is None:
         raise ValueError("checkpoint_every and resume need a run_dir")
-    if run_dir is not None:
+    if accumulate < 1:
+        raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+    if run_dir is not None and main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
 
     start, last = 0, None
@@ -122,7 +132,7 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             start = int(state["step"])
             if ema is not None and "ema" in state["extra"]:
                 ema.load_state_dict(state["extra"]["ema"])
-    log = _ScalarLog(run_dir, start)
+    log = _ScalarLog(run_dir if main_process else None, start)
     result = TrainResult(history=log.rows, step=start, run_dir=run_dir, last_checkpoint=last)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clock = time.perf_counter()
@@ -132,14 +142,21 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
         for step in bar:
             module.train()
             optimizer.zero_grad(set_to_none=True)
-            out = loss_fn(step)
-            loss, logs = (out if isinstance(out, tuple) else (out, {}))
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                where = result.last_checkpoint or "none written yet"
-                raise NonFiniteLossError(f"loss is {value} at step {step + 1}; training stopped. "
-                                         f"Last good checkpoint: {where}")
-            loss.backward()
+            value, logs = 0.0, {}
+            for _ in range(accumulate):
+                out = loss_fn(step)
+                loss, micro_logs = (out if isinstance(out, tuple) else (out, {}))
+                micro = float(loss.detach())
+                if not math.isfinite(micro):
+                    where = result.last_checkpoint or "none written yet"
+                    raise NonFiniteLossError(f"loss is {micro} at step {step + 1}; training stopped. "
+                                             f"Last good checkpoint: {where}")
+                (loss / accumulate if accumulate > 1 else loss).backward()
+                value += micro / accumulate
+                for k, v in micro_logs.items():
+                    logs[k] = logs.get(k, 0.0) + float(v) / accumulate
+            if before_step is not None:
+                before_step(params)
             row = {"step": step + 1, "loss": value}
             if grad_clip is not None:
                 row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
@@ -164,10 +181,10 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             if (step + 1) % log_every == 0:
                 log.flush()
-            if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            if checkpoint_every and main_process and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
                 extra = {"ema": ema.state_dict()} if ema is not None else None
                 result.last_checkpoint = save_checkpoint(ckpt_dir, module, optimizer, scheduler, step + 1,
-                                                         keep_last=keep_last, extra=extra)
+                                                         keep_last=keep_last, extra=extra, files=checkpoint_files)
     finally:
         bar.close()
         log.flush()

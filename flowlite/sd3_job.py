@@ -201,6 +201,12 @@ def processes() -> Processes:
     return Processes(device=pick_device("auto"))
 
 
+def say(line: str) -> None:
+    """One line in one write, so that the lines of several ranks sharing a pipe never interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
 
@@ -282,8 +288,8 @@ def make_loss(job: Job):
             keys = sorted(logs)
             local = torch.tensor([float(loss.detach())] + [float(logs[k]) for k in keys], device=procs.device)
             mean = procs.mean(local)
-            print(f"rank {procs.rank}/{procs.world} step {step + 1} micro {calls['micro']} local_loss "
-                  f"{local[0].item():.8g} mean_loss {mean[0].item():.8g}", flush=True)
+            say(f"rank {procs.rank}/{procs.world} step {step + 1} micro {calls['micro']} local_loss "
+                f"{local[0].item():.8g} mean_loss {mean[0].item():.8g}")
             loss = loss + (mean[0].to(loss.dtype) - loss.detach())
             logs = dict(zip(keys, mean[1:].tolist()))
         return loss, logs
@@ -415,9 +421,8 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
         save_lora_atomically(job.flow, out / LORA_DIR)
         write_json(out / "summary.json", summary)
     if procs.world > 1:
-        print(f"rank {procs.rank}/{procs.world} lora_max_difference_across_ranks "
-              f"{summary['lora_max_difference_across_ranks']:.3g} lora_sum {lora.double().sum().item():.12g}",
-              flush=True)
+        say(f"rank {procs.rank}/{procs.world} lora_max_difference_across_ranks "
+            f"{summary['lora_max_difference_across_ranks']:.3g} lora_sum {lora.double().sum().item():.12g}")
         procs.accelerator.wait_for_everyone()
     return summary
 

@@ -1,0 +1,188 @@
+"""`python -m flowlite sd3` and `sd3-sample` on the tiny random SD3 (16x16 images, 2-step grids, batch 2), called
+in-process through ``flowlite.cli.main``; the two-process run goes through ``accelerate launch`` on CPU."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from flowlite.checkpoint import list_checkpoints
+from flowlite.cli import main
+from flowlite.sd3_job import METHOD_NAMES
+
+ROOT = Path(__file__).resolve().parent.parent
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prompts")
+    (folder / "train.txt").write_text("# animals\ncat\n\ndog\nhorse\n")
+    (folder / "eval.txt").write_text("snail\nlobster\n")
+    (folder / "empty.txt").write_text("# only a comment\n\n")
+    return folder
+
+
+def sd3(prompts, out, *extra, method="draft", reward="aesthetic"):
+    argv = ["sd3", "--tiny", "--method", method, "--reward", reward, "--prompts", str(prompts / "train.txt"),
+            "--eval-prompts", str(prompts / "eval.txt"), "--output", str(out), "--solver-steps", "2",
+            "--eval-steps", "2", "--batch-size", "2", "--quiet", *extra]
+    return main(argv)
+
+
+def lora(folder):
+    return load_file(str(Path(folder) / LORA_FILE))
+
+
+def png(path):
+    return np.asarray(Image.open(path)).astype(int)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_tiny_run_writes_lora_config_metrics_and_eval_grid(prompts, tmp_path, method):
+    out = tmp_path / "run"
+    assert sd3(prompts, out, "--steps", "2", "--eval-every", "2", "--checkpoint-every", "2", method=method) == 0
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == method and config["tiny"] and config["steps"] == 2 and config["solver_steps"] == 2
+    assert config["recipe_source"] and "torch" in config["versions"]
+    weights = lora(out / "lora")
+    assert weights and all(k.startswith("transformer.") and ".lora_" in k for k in weights)
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items()), "LoRA never moved"
+    rows = (out / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert len(rows) == 3 and {"loss", "eval_reward", "eval_diversity", "eval_prior_distance"} <= set(header)
+    last = dict(zip(header, rows[-1].split(",")))
+    assert np.isfinite(float(last["loss"])) and float(last["eval_prior_distance"]) >= 0
+    grid = png(out / "eval" / "step_0000002.png")
+    assert grid.shape == (2 * 16, 2 * 16, 3)  # 2 held-out prompts x 2 seeds of 16x16 images
+    assert np.array_equal(grid[:16, 16:], png(out / "eval" / "step_0000002" / "prompt00_seed1.png"))
+
+
+def test_resume_then_continue_equals_an_uninterrupted_run(prompts, tmp_path):
+    common = ("--checkpoint-every", "2", "--eval-every", "2", "--lr", "0.01")
+    assert sd3(prompts, tmp_path / "straight", "--steps", "4", *common, method="adjoint-matching") == 0
+    assert sd3(prompts, tmp_path / "resumed", "--steps", "2", *common, method="adjoint-matching") == 0
+    assert sd3(prompts, tmp_path / "resumed", "--steps", "4", "--resume", "latest", *common,
+               method="adjoint-matching") == 0
+
+    a, b = lora(tmp_path / "straight" / "lora"), lora(tmp_path / "resumed" / "lora")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[row.split(",")[1] for row in (tmp_path / run / "metrics.csv").read_text().splitlines()[1:]]
+              for run in ("straight", "resumed")]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]
+
+
+def test_rotation_keeps_keep_last_and_a_failed_checkpoint_leaves_the_previous_intact(prompts, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert sd3(prompts, out, "--steps", "3", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "3") == 0
+    kept = list_checkpoints(out / "checkpoints")
+    assert [p.name for p in kept] == ["step_0000002", "step_0000003"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000002", "step_0000003"]
+    for folder in kept:
+        assert {"model.safetensors", "training_state.pt"} <= {p.name for p in folder.iterdir()}
+        assert (folder / "lora" / LORA_FILE).is_file()
+
+    import flowlite.sd3_lora
+
+    real = flowlite.sd3_lora.save_lora
+    calls = []
+
+    def crash_on_second(flow, directory):  # the disk fills up while the step-5 checkpoint is being written
+        calls.append(directory)
+        if len(calls) == 2:
+            raise OSError("no space left on device")
+        return real(flow, directory)
+
+    monkeypatch.setattr(flowlite.sd3_lora, "save_lora", crash_on_second)
+    with pytest.raises(OSError):
+        sd3(prompts, out, "--steps", "6", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "6",
+            "--resume", "latest")
+    kept = list_checkpoints(out / "checkpoints")
+    assert [p.name for p in kept] == ["step_0000003", "step_0000004"]  # step 5 never appeared, half-written
+    monkeypatch.setattr(flowlite.sd3_lora, "save_lora", real)
+    assert sd3(prompts, out, "--steps", "5", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "5",
+               "--resume", "latest") == 0
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_0000004", "step_0000005"]
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_sd3_sample_reproduces_the_training_time_evaluation_image(prompts, tmp_path):
+    out = tmp_path / "run"
+    assert sd3(prompts, out, "--steps", "2", "--eval-every", "2", "--lr", "0.05") == 0
+    samples = tmp_path / "samples"
+    assert main(["sd3-sample", "--lora", str(out), "--prompt", "lobster", "--seed", "1", "--output",
+                 str(samples)]) == 0
+    image = png(samples / "sample00_seed1.png")
+    evaluated = png(out / "eval" / "step_0000002" / "prompt01_seed1.png")  # lobster is the 2nd held-out prompt
+    base = png(out / "eval" / "base" / "prompt01_seed1.png")
+    assert np.abs(image - evaluated).max() <= 1
+    assert np.abs(image - base).max() > 1, "the LoRA did not change the image: the comparison would prove nothing"
+
+
+@pytest.mark.parametrize("case", ["missing prompts", "empty prompts", "unknown method", "unknown reward",
+                                  "resume without checkpoint"])
+def test_bad_input_gets_one_error_line_and_writes_nothing(prompts, tmp_path, capsys, case):
+    out = tmp_path / "run"
+    argv = {"missing prompts": ["--prompts", str(tmp_path / "nope.txt")],
+            "empty prompts": ["--prompts", str(prompts / "empty.txt")],
+            "unknown method": ["--method", "dpo"],
+            "unknown reward": ["--reward", "hps"],
+            "resume without checkpoint": ["--resume", "latest"]}[case]
+    base = ["sd3", "--tiny", "--method", "draft", "--reward", "aesthetic", "--prompts", str(prompts / "train.txt"),
+            "--output", str(out)]
+    assert main(base + argv) == 2  # argparse takes the last value of a repeated flag
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert {"missing prompts": "nope.txt", "empty prompts": "no prompts", "unknown method": "dpo",
+            "unknown reward": "hps", "resume without checkpoint": "no checkpoint"}[case] in err[0]
+    assert not out.exists()
+
+
+def test_dry_run_prints_seconds_per_step_and_peak_memory_and_writes_nothing(prompts, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert sd3(prompts, out, "--dry-run", method="adjoint-matching") == 0
+    line = capsys.readouterr().out
+    assert re.search(r"then \d+\.\d+ s/step", line) and re.search(r"peak RSS \d+ MiB", line)
+    assert not out.exists()
+
+
+def test_two_cpu_processes_share_the_loss_and_keep_identical_lora(prompts, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    launcher = Path(sys.executable).with_name("accelerate")
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           "-m", "flowlite", "sd3", "--tiny", "--method", "adjoint-matching", "--reward", "aesthetic",
+           "--prompts", str(prompts / "train.txt"), "--eval-prompts", str(prompts / "eval.txt"),
+           "--output", str(out), "--steps", "2", "--solver-steps", "2", "--eval-steps", "2", "--batch-size", "2",
+           "--eval-every", "2", "--checkpoint-every", "2", "--lr", "0.01", "--quiet"]
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    steps = {}
+    for rank, step, local, mean in re.findall(r"rank (\d)/2 step (\d+) micro 0 local_loss (\S+) mean_loss (\S+)",
+                                              done.stdout):
+        steps.setdefault(int(step), {})[int(rank)] = (float(local), float(mean))
+    assert sorted(steps) == [1, 2] and all(sorted(ranks) == [0, 1] for ranks in steps.values())
+    logged = [float(row.split(",")[1]) for row in (out / "metrics.csv").read_text().splitlines()[1:]]
+    for step, ranks in steps.items():
+        (local0, mean0), (local1, mean1) = ranks[0], ranks[1]
+        assert mean0 == mean1  # the same loss on both ranks
+        assert mean0 == pytest.approx((local0 + local1) / 2, rel=1e-5)  # the mean of what each rank computed
+        assert logged[step - 1] == pytest.approx(mean0, rel=1e-6)
+    assert steps[1][0][0] != steps[1][1][0], "both ranks drew the same data: not data-parallel"
+    finals = {int(r): (float(d), float(total)) for r, d, total in
+              re.findall(r"rank (\d)/2 lora_max_difference_across_ranks (\S+) lora_sum (\S+)", done.stdout)}
+    assert sorted(finals) == [0, 1] and finals[0] == finals[1] and finals[0][0] == 0.0
+    saved = sum(v.double().sum().item() for v in lora(out / "lora").values())  # what rank 0 wrote
+    assert saved == pytest.approx(finals[1][1], rel=1e-9) and saved != 0.0
+    assert json.loads((out / "summary.json").read_text())["lora_max_difference_across_ranks"] == 0.0

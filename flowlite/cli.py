@@ -131,15 +131,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sd3(args) -> int:
-    from flowlite.sd3_job import dry_run, resolve_config, run_sd3, check_resume
+    from flowlite.sd3_job import check_resume, dry_run, read_prompts, resolve_config, run_sd3
 
-    keys = ("method", "reward", "prompts", "eval_prompts", "pretrained", "reward_pretrained", "tiny", "rank", "beta",
-            "lr", "steps", "batch_size", "grad_accum", "solver_steps", "guidance_scale", "height", "width",
-            "mixed_precision", "gradient_checkpointing", "drop_t5", "max_sequence_length", "eval_every",
-            "eval_seeds", "eval_steps", "checkpoint_every", "keep_last", "seed", "output", "quiet", "no_wandb")
-    config = resolve_config({k: getattr(args, k) for k in keys})
-    from flowlite.sd3_job import read_prompts
-
+    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "threads", "resume", "dry_run")}
+    config = resolve_config(flags)
     read_prompts(config["prompts"])
     read_prompts(config["eval_prompts"], "--eval-prompts")
     if args.dry_run:
@@ -147,11 +142,10 @@ def cmd_sd3(args) -> int:
         return 0
     check_resume(config, args.resume)
     summary = run_sd3(config, resume=args.resume)
-    last = summary["last"]
     if not args.quiet:
         print(f"{config['method']} on {config['reward']}: {summary['steps']} steps in {summary['seconds']:.1f} s, "
-              f"last loss {last.get('loss', float('nan')):.4g}; wrote {config['output']}/ (lora/, config.json, "
-              f"metrics.csv, eval/, checkpoints/)")
+              f"last loss {summary['last'].get('loss', float('nan')):.4g}; wrote {config['output']}/ (lora/, "
+              "config.json, metrics.csv, eval/, checkpoints/)")
     return 0
 
 
@@ -245,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-prompts", default=None, help="held-out prompts (default data/prompts/eval_animals.txt)")
     p.add_argument("--pretrained", default=None, help="SD3 hub id or folder (not needed with --tiny)")
     p.add_argument("--reward-pretrained", default=None, help="reward weights: hub id or folder (default: the reward's)")
+    p.add_argument("--reward-head", default=None, help="aesthetic only: the LAION MLP (.pth or .safetensors)")
     p.add_argument("--tiny", action="store_true", help="a tiny random SD3 and reward, 16x16 images, for CPU")
     p.add_argument("--rank", type=_positive_int, default=None, help="LoRA rank (alpha = rank; default 8)")
     p.add_argument("--beta", type=_beta, default=None, help="KL strength, target p_base exp(beta r) (default: recipe)")

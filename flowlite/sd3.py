@@ -158,13 +158,18 @@ def check_image_size(height: int, width: int, vae_scale_factor: int, patch_size:
 
 @contextmanager
 def adapters_disabled(transformer: nn.Module):
-    """Run the transformer as its base (peft adapters off); requires_grad flags are restored afterwards."""
+    """Run the transformer as its base (peft adapters off); requires_grad flags are restored afterwards.
+    Gradient checkpointing is off inside: its recomputation would run at backward time, after the context, with the
+    adapter back on (the lean adjoint's VJPs of the base differentiate after the call returns)."""
     flags = [(p, p.requires_grad) for p in transformer.parameters()]
+    checkpointing = getattr(transformer, "gradient_checkpointing", False)
     transformer.disable_adapters()
+    transformer.gradient_checkpointing = False
     try:
         yield
     finally:
         transformer.enable_adapters()
+        transformer.gradient_checkpointing = checkpointing
         for p, flag in flags:
             p.requires_grad_(flag)
 

@@ -82,7 +82,7 @@ TINY = {"steps": 4, "batch_size": 2, "grad_accum": 1, "solver_steps": 4, "guidan
 TINY_OPTIONS = {"ac-flow": {"warmup": 1}, "adjoint-matching": {"n_early": 1}}
 
 # Keys that must match the saved config when resuming (the rest may change, e.g. more --steps).
-IDENTITY = ("method", "reward", "tiny", "pretrained", "reward_pretrained", "rank", "beta", "batch_size",
+IDENTITY = ("method", "reward", "tiny", "pretrained", "reward_pretrained", "reward_head", "rank", "beta", "batch_size",
             "grad_accum", "solver_steps", "guidance_scale", "height", "width", "seed", "mixed_precision",
             "drop_t5", "lr", "max_sequence_length")
 
@@ -128,6 +128,7 @@ def resolve_config(args: dict) -> dict:
     config["output"] = str(config.get("output") or f"runs/sd3/{method}-{reward}{'-tiny' if tiny else ''}")
     config.setdefault("eval_prompts", str(Path(__file__).resolve().parent.parent / "data/prompts/eval_animals.txt"))
     config.setdefault("reward_pretrained", None)
+    config.setdefault("reward_head", None)
     config.setdefault("pretrained", None)
     return config
 
@@ -148,6 +149,8 @@ def check_resume(config: dict, resume: str | None) -> None:
         raise FlowliteError(f"--resume accepts only 'latest', got {resume!r}")
     if last is None:
         raise FlowliteError(f"--resume latest: no checkpoint in {str(out / 'checkpoints')!r}")
+    if not (out / CONFIG_FILE).is_file():
+        raise FlowliteError(f"--resume latest: {str(out)!r} has checkpoints but no {CONFIG_FILE}")
     saved = json.loads((out / CONFIG_FILE).read_text())
     differ = [k for k in IDENTITY if saved.get(k) != config.get(k)]
     if differ:
@@ -248,8 +251,15 @@ def build_job(config: dict, procs: Processes) -> Job:
             pipe.to(procs.device, dtype)
     else:
         pipe = load_sd3(config["pretrained"], dtype=dtype, device=procs.device, drop_t5=config["drop_t5"])
-    scorer = image_reward(config["reward"], pretrained=config["reward_pretrained"], tiny=config["tiny"],
-                          seed=config["seed"] + 1)
+    extra = {"head": config["reward_head"]} if config.get("reward_head") else {}
+    if extra and config["reward"] != "aesthetic":
+        raise FlowliteError("--reward-head applies to --reward aesthetic only")
+    try:
+        scorer = image_reward(config["reward"], pretrained=config["reward_pretrained"], tiny=config["tiny"],
+                              seed=config["seed"] + 1, **extra)
+    except OSError as err:  # an unreachable hub id or an incomplete folder
+        raise FlowliteError(f"could not load the {config['reward']} reward "
+                            f"({config['reward_pretrained'] or 'its default weights'}): {err}") from None
     reward = LatentReward(pipe.vae, scorer).to(procs.device)
     cache = PromptCache(pipe, max_sequence_length=config["max_sequence_length"])
     cache(train_prompts + eval_prompts)

@@ -68,7 +68,7 @@ def test_tiny_run_writes_lora_config_metrics_and_eval_grid(prompts, tmp_path, me
 
 
 def test_resume_then_continue_equals_an_uninterrupted_run(prompts, tmp_path):
-    common = ("--checkpoint-every", "2", "--eval-every", "2", "--lr", "0.01")
+    common = ("--checkpoint-every", "2", "--eval-every", "2", "--lr", "0.01", "--grad-accum", "2")
     assert sd3(prompts, tmp_path / "straight", "--steps", "4", *common, method="adjoint-matching") == 0
     assert sd3(prompts, tmp_path / "resumed", "--steps", "2", *common, method="adjoint-matching") == 0
     assert sd3(prompts, tmp_path / "resumed", "--steps", "4", "--resume", "latest", *common,
@@ -129,22 +129,54 @@ def test_sd3_sample_reproduces_the_training_time_evaluation_image(prompts, tmp_p
 
 
 @pytest.mark.parametrize("case", ["missing prompts", "empty prompts", "unknown method", "unknown reward",
-                                  "resume without checkpoint"])
+                                  "resume without checkpoint", "missing pretrained folder"])
 def test_bad_input_gets_one_error_line_and_writes_nothing(prompts, tmp_path, capsys, case):
     out = tmp_path / "run"
-    argv = {"missing prompts": ["--prompts", str(tmp_path / "nope.txt")],
-            "empty prompts": ["--prompts", str(prompts / "empty.txt")],
-            "unknown method": ["--method", "dpo"],
-            "unknown reward": ["--reward", "hps"],
-            "resume without checkpoint": ["--resume", "latest"]}[case]
-    base = ["sd3", "--tiny", "--method", "draft", "--reward", "aesthetic", "--prompts", str(prompts / "train.txt"),
+    base = ["sd3", "--method", "draft", "--reward", "aesthetic", "--prompts", str(prompts / "train.txt"),
             "--output", str(out)]
+    argv, expected = {"missing prompts": (["--tiny", "--prompts", str(tmp_path / "nope.txt")], "nope.txt"),
+                      "empty prompts": (["--tiny", "--prompts", str(prompts / "empty.txt")], "no prompts"),
+                      "unknown method": (["--tiny", "--method", "dpo"], "dpo"),
+                      "unknown reward": (["--tiny", "--reward", "hps"], "hps"),
+                      "resume without checkpoint": (["--tiny", "--resume", "latest"], "no checkpoint"),
+                      "missing pretrained folder": (["--pretrained", str(tmp_path / "sd3")], "not found")}[case]
     assert main(base + argv) == 2  # argparse takes the last value of a repeated flag
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ")
-    assert {"missing prompts": "nope.txt", "empty prompts": "no prompts", "unknown method": "dpo",
-            "unknown reward": "hps", "resume without checkpoint": "no checkpoint"}[case] in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
     assert not out.exists()
+
+
+def test_gradient_checkpointing_gives_the_same_update(prompts, tmp_path):
+    for name, extra in (("plain", ()), ("checkpointed", ("--gradient-checkpointing",))):
+        assert sd3(prompts, tmp_path / name, "--steps", "1", "--lr", "0.01", "--eval-every", "1", *extra,
+                   method="adjoint-matching") == 0
+    a, b = lora(tmp_path / "plain" / "lora"), lora(tmp_path / "checkpointed" / "lora")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(k.endswith("lora_B.weight") and a[k].abs().sum() > 0 for k in a)
+
+
+def test_pretrained_folders_load_as_a_users_would(prompts, tmp_path):
+    """Not --tiny: the SD3 and reward weights come from folders written with save_pretrained (as from the hub)."""
+    from flowlite.rewards.image import PickScore
+    from flowlite.sd3_tiny import build_tiny_sd3
+
+    build_tiny_sd3(seed=3).save_pretrained(tmp_path / "sd3")
+    PickScore.tiny(seed=4).save_pretrained(tmp_path / "pickscore")
+    out = tmp_path / "run"
+    small = ("--steps", "1", "--grad-accum", "1", "--eval-every", "1", "--eval-seeds", "2", "--checkpoint-every", "1",
+             "--max-sequence-length", "32", "--mixed-precision", "no", "--rank", "4", "--guidance-scale", "1",
+             "--beta", "1", "--height", "16", "--width", "16", "--lr", "0.05")
+    argv = ["sd3", "--method", "refl", "--reward", "pickscore", "--prompts", str(prompts / "train.txt"),
+            "--eval-prompts", str(prompts / "eval.txt"), "--pretrained", str(tmp_path / "sd3"), "--reward-pretrained",
+            str(tmp_path / "pickscore"), "--output", str(out), "--solver-steps", "2", "--eval-steps", "2",
+            "--batch-size", "2", "--quiet", *small]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert not config["tiny"] and config["pretrained"] == str(tmp_path / "sd3") and config["beta"] == 1.0
+    assert not (out / "base").exists()
+    assert main(["sd3-sample", "--lora", str(out), "--prompt", "snail", "--seed", "0", "--output",
+                 str(tmp_path / "snail.png")]) == 0
+    assert np.abs(png(tmp_path / "snail.png") - png(out / "eval" / "step_0000001" / "prompt00_seed0.png")).max() <= 1
 
 
 def test_dry_run_prints_seconds_per_step_and_peak_memory_and_writes_nothing(prompts, tmp_path, capsys):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -400,7 +401,7 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
         if config["tiny"] and not (out / BASE_DIR / "model_index.json").is_file():
             save_tiny_base(config, out / BASE_DIR)
         if resume is None:
-            write_json(out / CONFIG_FILE, {**config, "command": " ".join(sys.argv),
+            write_json(out / CONFIG_FILE, {**config, "reproduce": reproduce_command(config),
                                            "versions": _versions(), "world_size": procs.world})
     job.cache.free_text_encoders()
     job.evaluator.out_dir = out / "eval" if procs.main else None
@@ -435,6 +436,22 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
             f"{summary['lora_max_difference_across_ranks']:.3g} lora_sum {lora.double().sum().item():.12g}")
         procs.accelerator.wait_for_everyone()
     return summary
+
+
+# Config keys given back as command-line flags by reproduce_command (the others come from the method's recipe).
+FLAGS = ("method", "reward", "prompts", "eval_prompts", "pretrained", "reward_pretrained", "reward_head", "rank",
+         "beta", "lr", "steps", "batch_size", "grad_accum", "solver_steps", "guidance_scale", "height", "width",
+         "mixed_precision", "max_sequence_length", "eval_every", "eval_seeds", "eval_steps", "checkpoint_every",
+         "keep_last", "seed", "output")
+
+
+def reproduce_command(config: dict) -> str:
+    """The command that repeats this run with every resolved value spelled out (per process; the world size is
+    recorded beside it), so a change of defaults cannot change it."""
+    parts = ["python -m flowlite sd3"] + (["--tiny"] if config["tiny"] else [])
+    parts += [f"--{k.replace('_', '-')} {shlex.quote(str(config[k]))}" for k in FLAGS if config.get(k) is not None]
+    parts += [f"--{k.replace('_', '-')}" for k in ("gradient_checkpointing", "drop_t5") if config.get(k)]
+    return " ".join(parts)
 
 
 def _versions() -> dict:

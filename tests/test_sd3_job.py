@@ -54,6 +54,7 @@ def test_tiny_run_writes_lora_config_metrics_and_eval_grid(prompts, tmp_path, me
     config = json.loads((out / "config.json").read_text())
     assert config["method"] == method and config["tiny"] and config["steps"] == 2 and config["solver_steps"] == 2
     assert config["recipe_source"] and "torch" in config["versions"]
+    assert config["reproduce"].startswith("python -m flowlite sd3 --tiny --method " + method)
     weights = lora(out / "lora")
     assert weights and all(k.startswith("transformer.") and ".lora_" in k for k in weights)
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in weights.items()), "LoRA never moved"

@@ -131,6 +131,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sd3(args) -> int:
+    from flowlite.errors import NonFiniteLossError
     from flowlite.sd3_job import check_resume, dry_run, read_prompts, resolve_config, run_sd3
 
     flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "threads", "resume", "dry_run")}
@@ -141,7 +142,11 @@ def cmd_sd3(args) -> int:
         dry_run(config)
         return 0
     check_resume(config, args.resume)
-    summary = run_sd3(config, resume=args.resume)
+    try:
+        summary = run_sd3(config, resume=args.resume)
+    except NonFiniteLossError as err:  # the last good checkpoint is kept; --resume latest with a lower --lr
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print(f"{config['method']} on {config['reward']}: {summary['steps']} steps in {summary['seconds']:.1f} s, "
               f"last loss {summary['last'].get('loss', float('nan')):.4g}; wrote {config['output']}/ (lora/, "

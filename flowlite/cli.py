@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", default=None, help="SD3 hub id or folder (not needed with --tiny)")
     p.add_argument("--reward-pretrained", default=None, help="reward weights: hub id or folder (default: the reward's)")
     p.add_argument("--reward-head", default=None, help="aesthetic only: the LAION MLP (.pth or .safetensors)")
+    p.add_argument("--reward-vae", default=None, help="a tiny VAE decoder (AutoencoderTiny, e.g. madebyollin/taesd3) "
+                                                     "for the training reward only, to save memory")
     p.add_argument("--tiny", action="store_true", help="a tiny random SD3 and reward, 16x16 images, for CPU")
     p.add_argument("--rank", type=_positive_int, default=None, help="LoRA rank (alpha = rank; default 8)")
     p.add_argument("--beta", type=_beta, default=None, help="KL strength, target p_base exp(beta r) (default: recipe)")

@@ -45,7 +45,8 @@ BASE_DIR = "base"  # --tiny: the random base pipeline, saved so that sd3-sample 
 COMMON = {"steps": 400, "batch_size": 4, "grad_accum": 8, "solver_steps": 20, "guidance_scale": 5.0, "rank": 8,
           "height": 512, "width": 512, "weight_decay": 1e-2, "grad_clip": 1.0, "adam_betas": (0.9, 0.999),
           "max_sequence_length": 256, "eval_every": 50, "eval_seeds": 8, "eval_steps": 20,
-          "checkpoint_every": 50, "keep_last": 3, "mixed_precision": "bf16", "seed": 0}
+          "checkpoint_every": 50, "keep_last": 3, "mixed_precision": "bf16", "seed": 0, "gradient_checkpointing": False,
+          "drop_t5": False}
 
 RECIPES: dict[str, dict] = {
     "adjoint-matching": {
@@ -83,7 +84,7 @@ TINY = {"steps": 4, "batch_size": 2, "grad_accum": 1, "solver_steps": 4, "guidan
 TINY_OPTIONS = {"ac-flow": {"warmup": 1}, "adjoint-matching": {"n_early": 1}}
 
 # Keys that must match the saved config when resuming (the rest may change, e.g. more --steps).
-IDENTITY = ("method", "reward", "tiny", "pretrained", "reward_pretrained", "reward_head", "rank", "beta", "batch_size",
+IDENTITY = ("method", "reward", "tiny", "pretrained", "reward_pretrained", "reward_head", "reward_vae", "rank", "beta", "batch_size",
             "grad_accum", "solver_steps", "guidance_scale", "height", "width", "seed", "mixed_precision",
             "drop_t5", "lr", "max_sequence_length")
 
@@ -118,6 +119,7 @@ def resolve_config(args: dict) -> dict:
     if tiny:
         config.update({k: v for k, v in TINY.items() if not (k == "beta" and config["beta"] is None)})
     config.update({k: v for k, v in args.items() if v is not None})
+    config["tiny"] = tiny
     config["method_options"] = {**recipe["options"], **(TINY_OPTIONS.get(method, {}) if tiny else {})}
     config["recipe_source"] = recipe["source"]
     config["adam_betas"] = list(config["adam_betas"])
@@ -130,6 +132,7 @@ def resolve_config(args: dict) -> dict:
     config.setdefault("eval_prompts", str(Path(__file__).resolve().parent.parent / "data/prompts/eval_animals.txt"))
     config.setdefault("reward_pretrained", None)
     config.setdefault("reward_head", None)
+    config.setdefault("reward_vae", None)
     config.setdefault("pretrained", None)
     return config
 
@@ -261,7 +264,8 @@ def build_job(config: dict, procs: Processes) -> Job:
     except OSError as err:  # an unreachable hub id or an incomplete folder
         raise FlowliteError(f"could not load the {config['reward']} reward "
                             f"({config['reward_pretrained'] or 'its default weights'}): {err}") from None
-    reward = LatentReward(pipe.vae, scorer).to(procs.device)
+    reward = LatentReward(load_reward_vae(config, procs.device) or pipe.vae, scorer).to(procs.device)
+    eval_reward = reward if reward.vae is pipe.vae else LatentReward(pipe.vae, scorer).to(procs.device)
     cache = PromptCache(pipe, max_sequence_length=config["max_sequence_length"])
     cache(train_prompts + eval_prompts)
     if config["gradient_checkpointing"]:
@@ -278,9 +282,25 @@ def build_job(config: dict, procs: Processes) -> Job:
     method.to(procs.device)
     optimizer = torch.optim.AdamW(method.parameter_groups(), lr=config["lr"], betas=tuple(config["adam_betas"]),
                                   weight_decay=config["weight_decay"])
-    evaluator = Evaluator(flow, reward, cache, eval_prompts, list(range(config["eval_seeds"])),
+    evaluator = Evaluator(flow, eval_reward, cache, eval_prompts, list(range(config["eval_seeds"])),
                           pipeline_grid(pipe.scheduler, config["eval_steps"]))
     return Job(config, pipe, flow, reward, cache, method, optimizer, train_prompts, evaluator, procs)
+
+
+def load_reward_vae(config: dict, device):
+    """--reward-vae: a tiny decoder (diffusers ``AutoencoderTiny``, e.g. madebyollin/taesd3) for the training reward
+    only; evaluation still decodes with the pipeline's VAE. None when not asked for."""
+    if not config.get("reward_vae"):
+        return None
+    from diffusers import AutoencoderTiny
+
+    from flowlite.sd3 import check_pretrained
+
+    source = check_pretrained(config["reward_vae"], "--reward-vae")
+    try:
+        return AutoencoderTiny.from_pretrained(source).to(device)
+    except (OSError, ValueError) as err:
+        raise FlowliteError(f"--reward-vae {source!r} is not an AutoencoderTiny folder or hub id: {err}") from None
 
 
 def make_loss(job: Job):
@@ -439,8 +459,8 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
 
 
 # Config keys given back as command-line flags by reproduce_command (the others come from the method's recipe).
-FLAGS = ("method", "reward", "prompts", "eval_prompts", "pretrained", "reward_pretrained", "reward_head", "rank",
-         "beta", "lr", "steps", "batch_size", "grad_accum", "solver_steps", "guidance_scale", "height", "width",
+FLAGS = ("method", "reward", "prompts", "eval_prompts", "pretrained", "reward_pretrained", "reward_head", "reward_vae",
+         "rank", "beta", "lr", "steps", "batch_size", "grad_accum", "solver_steps", "guidance_scale", "height", "width",
          "mixed_precision", "max_sequence_length", "eval_every", "eval_seeds", "eval_steps", "checkpoint_every",
          "keep_last", "seed", "output")
 

@@ -180,6 +180,24 @@ def test_pretrained_folders_load_as_a_users_would(prompts, tmp_path):
     assert np.abs(png(tmp_path / "snail.png") - png(out / "eval" / "step_0000001" / "prompt00_seed0.png")).max() <= 1
 
 
+def test_reward_vae_decodes_for_the_training_reward_only(prompts, tmp_path):
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    from flowlite.sd3_job import Processes, build_job, resolve_config
+
+    AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
+                    num_decoder_blocks=(1, 1), latent_channels=16, shift_factor=0.0609,
+                    scaling_factor=1.5035).save_pretrained(tmp_path / "taesd")
+    config = resolve_config({"method": "draft", "reward": "aesthetic", "tiny": True, "prompts": str(prompts / "train.txt"),
+                             "eval_prompts": str(prompts / "eval.txt"), "reward_vae": str(tmp_path / "taesd")})
+    job = build_job(config, Processes())
+    assert isinstance(job.method.reward.vae, AutoencoderTiny)
+    assert isinstance(job.evaluator.reward.vae, AutoencoderKL) and job.evaluator.reward.vae is job.pipe.vae
+    z = torch.randn(2, 16, 8, 8)
+    assert not torch.allclose(job.method.reward.decode(z), job.evaluator.reward.decode(z))
+    assert sd3(prompts, tmp_path / "run", "--steps", "1", "--eval-every", "1", "--reward-vae", str(tmp_path / "taesd")) == 0
+
+
 def test_dry_run_prints_seconds_per_step_and_peak_memory_and_writes_nothing(prompts, tmp_path, capsys):
     out = tmp_path / "run"
     assert sd3(prompts, out, "--dry-run", method="adjoint-matching") == 0

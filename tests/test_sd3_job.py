@@ -4,6 +4,7 @@ in-process through ``flowlite.cli.main``; the two-process run goes through ``acc
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -210,8 +211,11 @@ def test_two_cpu_processes_share_the_loss_and_keep_identical_lora(prompts, tmp_p
     out = tmp_path / "run"
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     launcher = Path(sys.executable).with_name("accelerate")
+    with socket.socket() as free:  # a free port for the two processes' rendezvous
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
            "-m", "flowlite", "sd3", "--tiny", "--method", "adjoint-matching", "--reward", "aesthetic",
            "--prompts", str(prompts / "train.txt"), "--eval-prompts", str(prompts / "eval.txt"),
            "--output", str(out), "--steps", "2", "--solver-steps", "2", "--eval-steps", "2", "--batch-size", "2",

@@ -24,19 +24,50 @@ def gaussian_deterministic_optimum(base: GaussianMixture, reward: QuadraticRewar
                                    ) -> tuple[Tensor, Tensor]:
     """(mean, covariance) of the deterministic-control optimum for a one-component isotropic base and
     A = aI (spec §8.4). Raises ValueError otherwise."""
+    s, a = _isotropic_quadratic(base, reward)
+    s2 = s * s
+    cov = base.covs[0]
+    k = beta * (math.pi * s / 2) * a
+    mean = (base.means[0] + k * reward.m.to(base.means.dtype)) / (1 + k)
+    return mean, (s2 / (1 + k) ** 2) * torch.eye(base.dim, dtype=cov.dtype)
+
+
+def _isotropic_quadratic(base: GaussianMixture, reward: QuadraticReward) -> tuple[float, float]:
+    """(s, a) for a one-component base N(μ, s²I) and A = aI; ValueError otherwise."""
     if base.n_components != 1:
         raise ValueError("the closed form needs a single-Gaussian base")
     cov = base.covs[0]
     s2 = cov[0, 0].item()
     if not torch.allclose(cov, s2 * torch.eye(base.dim, dtype=cov.dtype)):
         raise ValueError("the closed form needs an isotropic base covariance s²I")
+    if not isinstance(reward, QuadraticReward):
+        raise ValueError(f"the closed form needs a quadratic reward, got {type(reward).__name__}")
     a = reward.A[0, 0].item()
     if not torch.allclose(reward.A, a * torch.eye(base.dim, dtype=reward.A.dtype)):
         raise ValueError("the closed form needs A = aI")
-    s = math.sqrt(s2)
-    k = beta * (math.pi * s / 2) * a
-    mean = (base.means[0] + k * reward.m.to(base.means.dtype)) / (1 + k)
-    return mean, (s2 / (1 + k) ** 2) * torch.eye(base.dim, dtype=cov.dtype)
+    return math.sqrt(s2), a
+
+
+def gaussian_value_gradient(base: GaussianMixture, reward: QuadraticReward, beta: float):
+    """The exact value gradient ∇V(x, t) of the deterministic control problem for a single Gaussian base
+    N(μ, s²I) and r = -a/2‖x - m‖² (spec §8.4), as a function ``(x, t) -> (B, d)``:
+
+        ∇V(x, t) = aΦ_t (T_t(x) - m) / (1 + βaG_t),   T_t(x) = μ + Φ_t (x - tμ),
+        Φ_t = s / sqrt((1 - t)² + t²s²),   G_t = ∫_t^1 Φ_u² du = s[arctan s - arctan(((1 + s²)t - 1)/s)],
+
+    where T_t is the base flow map from t to 1: the envelope theorem applied to the prox point of
+    ``gaussian_deterministic_optimum`` started at time t. At t = 1 it is -∇r; the optimal control is -β∇V."""
+    s, a = _isotropic_quadratic(base, reward)
+    mu, m = base.means[0], reward.m.to(base.means.dtype)
+
+    def value_gradient(x: Tensor, t: Tensor | float) -> Tensor:
+        t = batch_time(t, x).reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        phi = s / torch.sqrt((1 - t) ** 2 + (t * s) ** 2)
+        gram = s * (math.atan(s) - torch.atan(((1 + s * s) * t - 1) / s))
+        flow_map = mu.to(x) + phi * (x - t * mu.to(x))
+        return a * phi * (flow_map - m.to(x)) / (1 + beta * a * gram)
+
+    return value_gradient
 
 
 def deterministic_control_samples(base_velocity, reward, beta: float, x0: Tensor, steps: int = 50,

@@ -85,7 +85,7 @@ class ValueGradientField(nn.Module):
     with x̂1 = x + (1 - t)·sg(v_θ(x, t)) from the *current* model and ν_φ a correction that starts at zero, so at
     initialisation the value gradient is the reward gradient at the one-step prediction (heuristic init).
 
-    ``correction`` is any module ``(x, t) -> same shape as x``; the default is a small zero-initialised MLP.
+    ``correction`` is any module ``(x, t, cond) -> same shape as x``; the default is a small zero-initialised MLP.
     """
 
     def __init__(self, reward, eta_schedule: str = "quadratic", correction: nn.Module | None = None,
@@ -114,7 +114,7 @@ class ValueGradientField(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, rgrad: Tensor, cond=None) -> Tensor:
         """g_φ given the (clipped, detached) reward gradient at x̂1; gradients reach φ only through ν_φ."""
-        return self.heuristic(t, rgrad) + self.correction(x, t)
+        return self.heuristic(t, rgrad) + self.correction(x, t, cond)
 
 
 def hjb_residual(g_fn, base_velocity, x: Tensor, t: Tensor, g: Tensor, beta: float, eps: float, eps_t: float,

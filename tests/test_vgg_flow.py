@@ -1,8 +1,6 @@
 """VGG-Flow pieces against exact references: the HJB residual of the exact value gradient (spec §8.4 LQ case),
 the stop-gradients, and the deterministic-control reference."""
 
-import math
-
 import pytest
 import torch
 
@@ -10,26 +8,29 @@ from flowlite.flows import ExactMixtureVelocity
 from flowlite.methods import build_method
 from flowlite.methods.vgg_flow import VGGFlow
 from flowlite.problems import load_problem
-from flowlite.reference import deterministic_control_samples, gaussian_deterministic_optimum
+from flowlite.gmm import GaussianMixture
+from flowlite.reference import deterministic_control_samples, gaussian_deterministic_optimum, gaussian_value_gradient
+from flowlite.rewards.toy import QuadraticReward
 from flowlite.value import hjb_residual
 
 
-def _exact_value_gradient(a, m, beta):
-    """∇V for the standard Gaussian base and r = -a/2‖x - m‖²: with Φ(t) = 1/sqrt((1-t)² + t²) and
-    G(t) = ∫_t^1 Φ² = π/4 - arctan(2t - 1), ∇V(x, t) = aΦ(Φx - m)/(1 + βaG)."""
-    def g(x, t):
-        t = t.reshape(-1, 1)
-        phi = 1 / torch.sqrt((1 - t) ** 2 + t**2)
-        gram = math.pi / 4 - torch.atan(2 * t - 1)
-        return a * phi * (phi * x - m) / (1 + beta * a * gram)
-    return g
+def _shifted_gaussian_problem():
+    """N((1, -1), 0.5² I) with r = -‖x - (0, 1)‖² (a = 2), β = 0.3: μ ≠ 0 and s ≠ 1 exercise every term."""
+    base = GaussianMixture(torch.ones(1), torch.tensor([[1.0, -1.0]]), 0.25 * torch.eye(2)[None]).to(torch.float64)
+    return base, QuadraticReward(2.0 * torch.eye(2), torch.tensor([0.0, 1.0])).double(), 0.3
 
 
-def test_hjb_residual_of_the_exact_value_gradient_vanishes_as_the_step_shrinks():
-    problem = load_problem("gaussian")
-    a, m, beta = 1.0, problem.reward.m.double(), problem.beta
-    g_fn = _exact_value_gradient(a, m, beta)
-    v_base = ExactMixtureVelocity(problem.base)
+@pytest.mark.parametrize("case", ["gaussian", "shifted"])
+def test_hjb_residual_of_the_exact_value_gradient_vanishes_as_the_step_shrinks(case):
+    """``reference.gaussian_value_gradient`` solves the gradient-form HJB (its finite-difference residual falls
+    with the step to round-off) and meets the terminal condition g(x, 1) = -∇r(x)."""
+    if case == "gaussian":
+        problem = load_problem("gaussian")
+        base, reward, beta = problem.base, problem.reward.double(), problem.beta
+    else:
+        base, reward, beta = _shifted_gaussian_problem()
+    g_fn = gaussian_value_gradient(base, reward, beta)
+    v_base = ExactMixtureVelocity(base)
     base = lambda x, t, c=None: v_base(x, t)  # noqa: E731
     x = torch.randn(200, 2, dtype=torch.float64)
     t = torch.rand(200, dtype=torch.float64) * 0.8 + 0.1
@@ -41,6 +42,9 @@ def test_hjb_residual_of_the_exact_value_gradient_vanishes_as_the_step_shrinks()
         errors.append(r.pow(2).sum(-1).mean().sqrt().item() / scale)
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 1e-5, errors
+    x1 = x.clone().requires_grad_(True)
+    (grad_r,) = torch.autograd.grad(reward(x1).sum(), x1)
+    torch.testing.assert_close(g_fn(x, torch.ones(200, dtype=torch.float64)), -grad_r)
     # a wrong value gradient has a clearly non-zero residual
     wrong = lambda x_, t_: 1.3 * g_fn(x_, t_)  # noqa: E731
     r = hjb_residual(wrong, base, x, t, wrong(x, t), beta, 1e-3, 1e-3)
@@ -85,7 +89,7 @@ def test_code_compat_residual_differs_by_the_thousandfold_time_scale():
     """The official code's residual is the paper's with ∂_t g scaled by 1/1000 (spec §3.4 item 3): on the exact
     value gradient the difference is (1/1000 - 1)·∂_t g, with ∂_t g from autograd."""
     problem = load_problem("gaussian")
-    g_fn = _exact_value_gradient(1.0, problem.reward.m.double(), problem.beta)
+    g_fn = gaussian_value_gradient(problem.base, problem.reward.double(), problem.beta)
     v_base = ExactMixtureVelocity(problem.base)
     base = lambda x, t, c=None: v_base(x, t)  # noqa: E731
     x = torch.randn(100, 2, dtype=torch.float64)

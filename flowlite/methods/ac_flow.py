@@ -144,12 +144,12 @@ class ACFlow(Method):
         n, b = k.numel(), self.batch_size
         x, t = traj.at(k)
         target_r = shaped.repeat(n)
-        values = self.critic(x, t)
+        values = self.critic(x, t, cond)
         if self.critic_target == "td":
             with torch.no_grad():
                 nxt = (k + 1).clamp(max=self.steps)
                 x_next, t_next = traj.at(nxt)
-                boot = self.critic(x_next, t_next)
+                boot = self.critic(x_next, t_next, cond)
                 target_r = torch.where((nxt == self.steps).repeat_interleave(b), target_r, boot)
         critic_loss = (values - target_r).pow(2).mean()
         logs = {"reward": r.mean().item(), "critic_loss": critic_loss.item()}

@@ -104,7 +104,7 @@ class VGGFlow(Method):
         biases the optimum (measured: on ``gaussian`` the variance stalls at 0.39 instead of 0.31).
         ``code_compat`` uses the official code's ‖ν‖², which keeps that bias."""
         ones = torch.ones(x1.shape[0], dtype=x1.dtype, device=x1.device)
-        nu = self.value_gradient.correction(x1, ones)
+        nu = self.value_gradient.correction(x1, ones, self.cond)
         if self.code_compat or threshold is None:
             target = torch.zeros_like(nu)
         else:

@@ -148,6 +148,13 @@ def test_bad_input_gets_one_error_line_and_writes_nothing(prompts, tmp_path, cap
     assert not out.exists()
 
 
+def test_sd3_sample_on_a_folder_that_is_not_a_run_gets_one_error_line(tmp_path, capsys):
+    assert main(["sd3-sample", "--lora", str(tmp_path), "--prompt", "cat"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "config.json" in err[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_gradient_checkpointing_gives_the_same_update(prompts, tmp_path):
     for name, extra in (("plain", ()), ("checkpointed", ("--gradient-checkpointing",))):
         assert sd3(prompts, tmp_path / name, "--steps", "1", "--lr", "0.01", "--eval-every", "1", *extra,

@@ -217,11 +217,10 @@ def test_dry_run_prints_seconds_per_step_and_peak_memory_and_writes_nothing(prom
 def test_two_cpu_processes_share_the_loss_and_keep_identical_lora(prompts, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    launcher = Path(sys.executable).with_name("accelerate")
     with socket.socket() as free:  # a free port for the two processes' rendezvous
         free.bind(("127.0.0.1", 0))
         port = str(free.getsockname()[1])
-    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
            "-m", "flowlite", "sd3", "--tiny", "--method", "adjoint-matching", "--reward", "aesthetic",
            "--prompts", str(prompts / "train.txt"), "--eval-prompts", str(prompts / "eval.txt"),

@@ -21,7 +21,6 @@ import json
 import os
 import resource
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from flowlite.errors import FlowliteError, check_beta
+from flowlite.parallel import Processes, processes, say
 
 METHOD_NAMES = ("adjoint-matching", "vgg-flow", "ac-flow", "refl", "draft")
 REWARD_NAMES = ("aesthetic", "pickscore", "clipscore")
@@ -162,63 +162,11 @@ def check_resume(config: dict, resume: str | None) -> None:
                             f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in differ)})")
 
 
-# ------------------------------------------------------------------------------------------- processes
-@dataclass
-class Processes:
-    """This process's place in a data-parallel run (accelerate), or a single process."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-    accelerator: object = None
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor if self.world == 1 else self.accelerator.reduce(tensor.contiguous(), reduction="mean")
-
-    def average_gradients(self, params) -> None:
-        """g ← mean over ranks of g, in one flat all-reduce (parameters without a gradient are skipped)."""
-        if self.world == 1:
-            return
-        with_grad = [p for p in params if p.grad is not None]
-        flat = self.mean(torch.cat([p.grad.reshape(-1).float() for p in with_grad]))
-        for p, g in zip(with_grad, flat.split([p.numel() for p in with_grad])):
-            p.grad.copy_(g.view_as(p.grad))
-
-    def max_difference(self, tensor: torch.Tensor) -> float:
-        """max |x_rank - x_0| over ranks (0 in a single process)."""
-        if self.world == 1:
-            return 0.0
-        gathered = self.accelerator.gather(tensor.detach().reshape(1, -1).float())
-        return (gathered - gathered[:1]).abs().max().item()
-
-
-def processes() -> Processes:
-    """accelerate when launched with several processes (``accelerate launch`` / torchrun set WORLD_SIZE)."""
-    from flowlite.config import pick_device
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import Accelerator
-
-        accelerator = Accelerator()
-        return Processes(accelerator.process_index, accelerator.num_processes, accelerator.device, accelerator)
-    return Processes(device=pick_device("auto"))
-
-
-def say(line: str) -> None:
-    """One line in one write, so that the lines of several ranks sharing a pipe never interleave."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
+# ------------------------------------------------------------------------------------------- building
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
 
 
-# ------------------------------------------------------------------------------------------- building
 @dataclass
 class Job:
     config: dict
@@ -443,7 +391,7 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
                    desc=f"sd3 {config['method']}", accumulate=config["grad_accum"],
                    before_step=procs.average_gradients, checkpoint_files=lora_files, main_process=procs.main)
     lora = torch.cat([p.detach().reshape(-1).float() for p in job.flow.trainable_parameters()])
-    summary = {"steps": result.step, "seconds": result.seconds, "world_size": procs.world,
+    summary = {"steps": result.step, "seconds": result.seconds, "world_size": procs.world, "rank": procs.rank,
                "lora_max_difference_across_ranks": procs.max_difference(lora),
                "last": {k: v for k, v in (result.history[-1] if result.history else {}).items()}}
     if procs.main:

@@ -22,7 +22,7 @@ def bench_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     code = main(["bench", "--problems", "reweight", "--iterations", str(ITERATIONS), "--seeds", "0", "1",
                  "--batch-size", str(BATCH), "--solver-steps", "8", "--eval-samples", "500", "--out", str(out),
-                 "--quiet"])
+                 "--own-optimum-samples", "0", "--quiet"])
     assert code == 0
     return out
 
@@ -45,7 +45,7 @@ def test_bench_writes_a_table_with_every_column_and_method_and_finite_numbers(be
     assert set(METHODS) <= set(rows), rows.keys()
     for name in METHODS:
         cells = rows[name]
-        assert len(cells) == len(COLUMNS)
+        assert len(cells) == header.count("|") - 2
         for cell in cells:
             numbers = [float(x) for x in re.findall(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?", cell)]
             assert numbers and all(math.isfinite(x) for x in numbers), (name, cell)

@@ -122,7 +122,7 @@ def cmd_bench(args) -> int:
     result = run_bench(split(args.problems), split(args.methods), budget_seconds=args.budget_seconds,
                        iterations=args.iterations, seeds=args.seeds, out=args.out, base=args.base,
                        batch_size=args.batch_size, solver_steps=args.solver_steps, eval_samples=args.eval_samples,
-                       jobs=args.jobs, progress=not args.quiet)
+                       own_optimum_n=args.own_optimum_samples, jobs=args.jobs, progress=not args.quiet)
     out = Path(args.out)
     print(f"table: {out / 'summary.md'}  (numbers: {out / 'summary.json'})")
     print(f"figures: {out / 'samples.png'}, " + ", ".join(str(out / f"curves_{p}.png")
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--solver-steps", type=_positive_int, default=50, help="time steps K of the training sampler")
     p.add_argument("--eval-samples", type=_positive_int, default=4000)
+    p.add_argument("--own-optimum-samples", type=int, default=1000,
+                   help="particles of VGG-Flow's deterministic-control reference where it has no closed form "
+                        "(about a CPU minute per thousand; 0 skips it)")
     p.add_argument("--jobs", type=_positive_int, default=1, help="runs at once, one process and thread each")
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -28,8 +28,13 @@ demo: setup
 	$(BIN)/python -m flowlite targets --problem all --out runs/demo
 	@echo "demo done: table runs/demo/bench/summary.md; figures runs/demo/bench/samples.png, runs/demo/bench/curves_reweight.png; targets runs/demo/*.md"
 
+# Two pytest workers, one torch thread each (a clean 2-core machine); --dist loadfile keeps each notebook's cells
+# in order on one worker. PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: setup
-	FLOWLITE_FAST=1 $(BIN)/python -m pytest -q tests notebooks --nbval-lax --nbval-current-env \
+	FLOWLITE_FAST=1 $(BIN)/python -m pytest -q $(XDIST) tests notebooks --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=900 --durations=10
 
 test-unit: setup

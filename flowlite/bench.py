@@ -143,9 +143,9 @@ def _training_steps(method, options: dict, budget_seconds: float | None, iterati
 
 
 def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: float | None = None,
-            iterations: int | None = None, base: str = "exact", batch_size: int = 256, solver_steps: int = 50,
-            eval_samples: int = 4000, curve_points: int = 10, curve_samples: int = CURVE_SAMPLES,
-            progress: bool = True) -> dict:
+            iterations: int | dict[str, int] | None = None, base: str = "exact", batch_size: int = 256,
+            solver_steps: int = 50, eval_samples: int = 4000, curve_points: int = 10,
+            curve_samples: int = CURVE_SAMPLES, progress: bool = True) -> dict:
     """Train one method on one problem and score it. Returns the numbers (``METRICS``), the training curve
     (CPU seconds → reward, mode error, KL to tilt on ``curve_samples`` samples) and the final samples."""
     from flowlite.methods import build_method
@@ -161,6 +161,8 @@ def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: 
     method, options = build_method(method_name, problem.flow(base), reward, problem.beta,
                                    batch_size=batch_size, steps=solver_steps)
     setup_cpu, setup_wall = time.process_time() - cpu, time.perf_counter() - wall
+    if isinstance(iterations, dict):  # per-method counts: a reproducible stand-in for a CPU budget (notebook 07, FAST)
+        iterations = iterations.get(method_name)
     steps = _training_steps(method, options, budget_seconds, iterations, setup_cpu)  # not timed: bench overhead
     options.pop("steps", None)
     reward.evaluations = reward.gradient_evaluations = 0
@@ -373,7 +375,8 @@ def plot_curves(name: str, reference: dict, results: list[dict], path: Path, cur
 
 
 def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None = None,
-              iterations: int | None = None, seeds=(0,), out: str | Path = "runs/bench", base: str = "exact",
+              iterations: int | dict[str, int] | None = None, seeds=(0,), out: str | Path = "runs/bench",
+              base: str = "exact",
               batch_size: int = 256, solver_steps: int = 50, eval_samples: int = 4000, curve_points: int = 10,
               curve_samples: int = CURVE_SAMPLES, own_optimum_n: int = 1000, jobs: int = 1,
               progress: bool = True, log=print) -> dict:
@@ -382,7 +385,9 @@ def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None
     Returns ``{"config", "references", "records", "summary", "results"}``; ``results`` keeps each run's curve and
     final samples (tensors) for notebooks. ``jobs > 1`` runs that many runs at once in separate processes (one
     torch thread each). ``own_optimum_n``: particles of VGG-Flow's deterministic-control reference where it has no
-    closed form (the per-particle optimisation costs about a CPU minute per thousand; 0 skips it)."""
+    closed form (the per-particle optimisation costs about a CPU minute per thousand; 0 skips it).
+    ``iterations`` may map method names to counts (methods left out use their default): unlike a CPU budget, whose
+    iteration counts depend on the machine's speed and load, it makes a run reproducible."""
     problems, methods = check_names(problems, methods)
     if budget_seconds is not None and iterations is not None:
         raise FlowliteError("give --budget-seconds or --iterations, not both")

@@ -100,6 +100,16 @@ def test_a_cpu_budget_runs_at_least_one_iteration_and_reports_its_seconds():
     assert out["samples"].shape == (300, 2) and out["curve"][0]["step"] == 0
 
 
+def test_per_method_iteration_counts_are_reproducible():
+    """``iterations`` as a {method: count} map (notebook 07's FAST mode): the count is used, and two runs with the
+    same seed give the same samples — no CPU timing is involved."""
+    kwargs = dict(iterations={"refl": 3, "rwr": 5}, batch_size=16, solver_steps=4, eval_samples=200, curve_points=2,
+                  curve_samples=100, progress=False)
+    first, second = (run_one("reweight", "refl", **kwargs) for _ in range(2))
+    assert first["record"]["iterations"] == 3
+    assert torch.equal(first["samples"], second["samples"])
+
+
 @pytest.mark.parametrize("args, words", [
     (("--methods", "magic"), ("unknown method 'magic'", "adjoint-matching")),
     (("--problems", "nope"), ("unknown problem 'nope'", "reweight")),

@@ -118,7 +118,7 @@ class ValueGradientField(nn.Module):
 
 
 def hjb_residual(g_fn, base_velocity, x: Tensor, t: Tensor, g: Tensor, beta: float, eps: float, eps_t: float,
-                 code_compat: bool = False, cond=None) -> Tensor:
+                 code_compat: bool = False, cond=None, v_base: Tensor | None = None) -> Tensor:
     """Finite-difference residual of the gradient-form HJB equation (spec §3.1 Eq. 10–12, §3.4):
 
         R = ∂_t g + (∇g)ᵀ(v_base - β g) + (∇v_base)ᵀ g,
@@ -127,9 +127,11 @@ def hjb_residual(g_fn, base_velocity, x: Tensor, t: Tensor, g: Tensor, beta: flo
     g_fn evaluations is needed (the (∇v_base)ᵀg term is a JVP, equal to the VJP for an exact FM field, §1.1).
     ``g_fn(x, t)`` evaluates the value gradient; ``g`` is its value at (x, t).
     ``code_compat``: the official code's forward differences, ∂_t scaled by 1/1000, no stop-gradient in the JVP.
+    ``v_base``: the base velocity at (x, t) when the caller already has it (one base evaluation fewer).
     """
-    with torch.no_grad():
-        v_base = base_velocity(x, t, cond)
+    if v_base is None:
+        with torch.no_grad():
+            v_base = base_velocity(x, t, cond)
     d = (v_base - beta * g).detach()
     if not code_compat:
         dt = (g_fn(x, t + eps_t) - g_fn(x, t - eps_t)) / (2 * eps_t)

@@ -89,13 +89,15 @@ class VGGFlow(Method):
         """g_φ(x, t) with gradients to φ only."""
         return self.value_gradient(x, t, self._rgrad(x, t, threshold), self.cond)
 
-    def consistency_residual(self, x: Tensor, t: Tensor, g: Tensor, threshold) -> Tensor:
+    def consistency_residual(self, x: Tensor, t: Tensor, g: Tensor, threshold, v_base: Tensor | None = None
+                             ) -> Tensor:
         """R = ∂_t g + (∇g)ᵀ(v_base - βg) + (∇v_base)ᵀ g by finite differences, in fp32 (``value.hjb_residual``);
-        the x-step is ``fd_eps`` times the RMS of the states."""
+        the x-step is ``fd_eps`` times the RMS of the states. ``v_base``: the base velocity at (x, t), if known."""
         x, t, g = x.float(), t.float(), g.float()
+        v_base = None if v_base is None else v_base.float()
         eps = self.fd_eps * x.pow(2).mean().sqrt().clamp_min(1e-3).item()
         return hjb_residual(lambda xs, ts: self.value_gradient_at(xs, ts, threshold), self.model.base_velocity,
-                            x, t, g, self.beta, eps, self.fd_eps_t, self.code_compat, self.cond)
+                            x, t, g, self.beta, eps, self.fd_eps_t, self.code_compat, self.cond, v_base)
 
     def boundary_loss(self, x1: Tensor, threshold) -> Tensor:
         """L_bnd = ‖g_φ(x1, 1) + ∇r(x1)‖² (spec §3.2 Eq. 13). At t = 1, x̂1 = x1 and η_1 = 1, so this is
@@ -140,7 +142,7 @@ class VGGFlow(Method):
             v_base = model.base_velocity(x, t, cond)
         match = ((v - v_base) + self.beta * g.detach()).pow(2).reshape(n * b, -1).sum(-1).mean()
 
-        residual = self.consistency_residual(x, t, g, threshold)
+        residual = self.consistency_residual(x, t, g, threshold, v_base)
         if self.consistency_scale == "beta" and self.beta > 0:
             residual = residual / self.beta
         consistency = residual.pow(2).reshape(n * b, -1).sum(-1).mean()

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -53,29 +54,41 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def write_folder_atomically(final: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` creates and fills a temporary sibling of ``final``, which then replaces ``final`` by one
+    rename: readers see the old folder or the new one, never half of one. If ``write`` fails, ``final`` is
+    untouched; the leftover temporary folder is cleared by the next attempt."""
+    final = Path(final)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    write(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
 def save_checkpoint(directory: str | Path, module: nn.Module, optimizer=None, scheduler=None, step: int = 0,
                     keep_last: int | None = None, extra: dict | None = None, files=None) -> Path:
     """Write ``directory/step_NNNNNNN`` atomically (temp folder, then rename) and keep the newest ``keep_last``.
     ``files(folder)``, when given, writes extra files into the temporary folder before the rename."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{PREFIX}{step:07d}"
-    tmp = directory / f".tmp-{PREFIX}{step:07d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(trainable_state_dict(module), str(tmp / "model.safetensors"), metadata={"step": str(step)})
-    state = {"step": step, "rng": rng_state(), "extra": extra or {}}
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    if scheduler is not None:
-        state["scheduler"] = scheduler.state_dict()
-    torch.save(state, tmp / "training_state.pt")
-    if files is not None:
-        files(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        save_file(trainable_state_dict(module), str(tmp / "model.safetensors"), metadata={"step": str(step)})
+        state = {"step": step, "rng": rng_state(), "extra": extra or {}}
+        if optimizer is not None:
+            state["optimizer"] = optimizer.state_dict()
+        if scheduler is not None:
+            state["scheduler"] = scheduler.state_dict()
+        torch.save(state, tmp / "training_state.pt")
+        if files is not None:
+            files(tmp)
+
+    final = write_folder_atomically(directory / f"{PREFIX}{step:07d}", write)
     if keep_last:
         for old in list_checkpoints(directory)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)

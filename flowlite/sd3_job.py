@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flowlite.checkpoint import write_folder_atomically
 from flowlite.errors import FlowliteError, check_beta
 from flowlite.parallel import Processes, processes, say
 
@@ -285,28 +286,17 @@ def write_json(path: Path, data: dict) -> None:
 
 def save_lora_atomically(flow, folder: Path) -> None:
     """The LoRA in the diffusers format, written beside ``folder`` and renamed into place."""
-    import shutil
-
     from flowlite.sd3_lora import save_lora
 
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_lora(flow, tmp)
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(tmp, folder)
+    write_folder_atomically(folder, lambda tmp: save_lora(flow, tmp))
 
 
 def save_tiny_base(config: dict, folder: Path) -> None:
     """The random base pipeline of a --tiny run (rebuilt from its seed: build_tiny_sd3 is deterministic; the one in
     memory carries the LoRA adapter), saved so that sd3-sample loads it as it would a hub model."""
-    import shutil
-
     from flowlite.sd3_tiny import build_tiny_sd3
 
-    tmp = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build_tiny_sd3(seed=config["seed"], t5=not config["drop_t5"]).save_pretrained(tmp)
-    os.replace(tmp, folder)
+    write_folder_atomically(folder, build_tiny_sd3(seed=config["seed"], t5=not config["drop_t5"]).save_pretrained)
 
 
 def _peak_memory_mib(device: torch.device) -> tuple[str, float]:

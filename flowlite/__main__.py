@@ -1,6 +1,6 @@
 """Command line: ``python -m flowlite --help`` lists the jobs."""
 
-from flowlite.cli import main
+from flowlite.jobs.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

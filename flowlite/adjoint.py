@@ -1,10 +1,10 @@
 """The one adjoint: the lean adjoint of Adjoint Matching, solved backwards along a stored trajectory
 (spec §4.2, §10.1), and two independent references used to check it.
 
-Every SDE step of ``solvers.solve_sde`` is x_{k+1} = α_k x_k + β_k v_base(x_k, t_k) + s_k z_k (for the base
-drift), so its exact discrete adjoint is
+Every SDE step of ``solvers.solve_sde`` is x_{k+1} = state_gain_k x_k + velocity_gain_k v_base(x_k, t_k) +
+noise_std_k z_k (for the base drift, ``schedules.StepCoefficients``), so its exact discrete adjoint is
 
-    a_K = -β ∇r(X_1),        a_k = α_k a_{k+1} + β_k J_{v_base}(x_k, t_k)ᵀ a_{k+1},
+    a_K = -β ∇r(X_1),        a_k = state_gain_k a_{k+1} + velocity_gain_k J_{v_base}(x_k, t_k)ᵀ a_{k+1},
 
 one vector-Jacobian product per step, batched, with no graph kept between steps. With the exponential
 integrator this is the exact adjoint of the discretised memoryless SDE; with Euler–Maruyama it is biased near
@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from flowlite.paths import batch_time
-from flowlite.solvers import NoiseSchedule, Trajectory, VelocityFn
+from flowlite.schedules import NoiseSchedule
+from flowlite.solvers import Trajectory, VelocityFn
 
 
 def velocity_vjp(velocity: VelocityFn, x: Tensor, t: float, cotangent: Tensor, cond=None) -> Tensor:
@@ -33,7 +34,7 @@ def lean_adjoint(base_velocity: VelocityFn, traj: Trajectory, a_final: Tensor, s
                  cond=None, dtype: torch.dtype | None = torch.float32) -> Tensor:
     """Integrate the lean adjoint backwards along ``traj`` (spec §4.2, §10.1).
 
-    a_K = a_final (= -β ∇r(X_1));  a_k = α_k a_{k+1} + β_k J_{v_base}(x_k, t_k)ᵀ a_{k+1}.
+    a_K = a_final (= -β ∇r(X_1));  a_k = state_gain_k a_{k+1} + velocity_gain_k J_{v_base}(x_k, t_k)ᵀ a_{k+1}.
     Returns the adjoints at every grid time, shape (K+1, B, ...), detached. Computed in ``dtype`` (fp32 by
     default, whatever the model's dtype; None keeps the trajectory's dtype).
     """
@@ -42,9 +43,12 @@ def lean_adjoint(base_velocity: VelocityFn, traj: Trajectory, a_final: Tensor, s
     a = a_final.detach().to(dtype)
     adjoints = [a]
     for k in range(len(times) - 2, -1, -1):
-        alpha, beta, _ = schedule.step_coefficients(times[k], times[k + 1])
+        step = schedule.step_coefficients(times[k], times[k + 1])
         x = traj.states[k].to(dtype)
-        a = alpha * a + beta * velocity_vjp(base_velocity, x, times[k], a, cond) if beta else alpha * a
+        a_next = a
+        a = step.state_gain * a_next
+        if step.velocity_gain:
+            a = a + step.velocity_gain * velocity_vjp(base_velocity, x, times[k], a_next, cond)
         adjoints.append(a)
     return torch.stack(adjoints[::-1])
 
@@ -58,8 +62,9 @@ def adjoint_by_autograd(base_velocity: VelocityFn, traj: Trajectory, reward, bet
         x = traj.states[0].detach().clone().requires_grad_(True)
         states = [x]
         for k, (t, u) in enumerate(zip(times[:-1], times[1:])):
-            alpha, b, s = schedule.step_coefficients(t, u)
-            x = alpha * x + b * base_velocity(x, batch_time(t, x), cond) + s * traj.noises[k]
+            step = schedule.step_coefficients(t, u)
+            x = (step.state_gain * x + step.velocity_gain * base_velocity(x, batch_time(t, x), cond)
+                 + step.noise_std * traj.noises[k])
             x.retain_grad()
             states.append(x)
         (-beta * reward(states[-1], cond)).sum().backward()

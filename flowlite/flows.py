@@ -1,7 +1,8 @@
-"""The model seam: ``FlowModel`` (DESIGN §2) and its 2-D implementation ``ToyFlow``.
+"""The model seam: ``FlowModel``, what every method may ask of a model (theory §1.4).
 
-A method only ever calls ``velocity``, ``base_velocity``, ``trainable_parameters`` and ``sample_prior``;
-``SD3Flow`` (sd3.py) implements the same four, so methods run unchanged on both.
+A method calls ``velocity``, ``base_velocity``, ``trainable_parameters`` and ``sample_prior``, and asks the model for
+the value networks sized for it (``make_critic``, ``make_value_correction``): ``flowlite.toy.ToyFlow`` answers with
+small MLPs, ``flowlite.sd3.SD3Flow`` with small conv nets on latents. Methods therefore run unchanged on both.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from typing import Iterator
 import torch
 from torch import Tensor, nn
 
-from flowlite.gmm import GaussianMixture
-from flowlite.nets import MLPVelocity
 
 
 def repeat_cond(cond, times: int):
@@ -50,49 +49,14 @@ class FlowModel(nn.Module):
         device = next(iter(self.buffers()), next(self.parameters())).device
         return torch.randn(n, *self.event_shape, generator=generator).to(device)
 
+    # ------------------------------------------------------------------ value networks sized for this model
+    def make_critic(self, cond=None) -> nn.Module:
+        """A fresh critic V_φ(x, t, cond) -> (B,) for states of this model (AC-Flow, theory §7.4).
+        ``cond``: an example of the conditioning, so the network can size its text input."""
+        raise NotImplementedError(f"{type(self).__name__} provides no critic; pass critic= to the method")
 
-class ExactMixtureVelocity(nn.Module):
-    """The exact FM velocity of a Gaussian mixture as a module: ``forward(x, t) = mixture.velocity(x, t)``.
-
-    Computed in float64 internally (the responsibilities are sharp near t = 1) and returned in x's dtype.
-    """
-
-    def __init__(self, mixture: GaussianMixture):
-        super().__init__()
-        self.mixture = mixture.to(torch.float64)
-
-    def forward(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64)
-        return self.mixture.velocity(x.to(torch.float64), t).to(x.dtype)
-
-
-def default_residual(dim: int = 2) -> MLPVelocity:
-    """The trainable residual of a ToyFlow: 4 layers of width 256 (a 3 × 128 net cannot fit the optimal
-    Δv between modes at mid-times, even by direct regression), smooth time features, zero output layer."""
-    return MLPVelocity(dim, width=256, depth=4, time_dim=16, max_frequency=4.0, zero_init=True)
-
-
-class ToyFlow(FlowModel):
-    """v_θ = v_base + residual_θ, with v_base frozen (an MLP or the exact mixture velocity) and a residual
-    whose output layer starts at zero, so the fine-tuned model starts exactly at the base."""
-
-    def __init__(self, base: nn.Module, residual: nn.Module | None = None, dim: int = 2):
-        super().__init__()
-        self.event_shape = (dim,)
-        self.base = base.requires_grad_(False).eval()
-        self.residual = residual if residual is not None else default_residual(dim)
-        self.register_buffer("_device_anchor", torch.zeros(()), persistent=False)
-
-    def base_velocity(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
-        return self.base(x, t)
-
-    def velocity(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
-        return self.base(x, t) + self.residual(x, t)
-
-    def sample_prior(self, n: int, cond=None, generator: torch.Generator | None = None) -> Tensor:
-        return torch.randn(n, *self.event_shape, generator=generator).to(self._device_anchor.device)
-
-    def train(self, mode: bool = True) -> "ToyFlow":
-        super().train(mode)
-        self.base.eval()
-        return self
+    def make_value_correction(self, cond=None) -> nn.Module:
+        """A fresh correction ν_φ(x, t, cond) -> same shape as x whose output starts at zero (VGG-Flow's value
+        gradient, theory §6.3)."""
+        raise NotImplementedError(f"{type(self).__name__} provides no value correction; pass value_gradient= "
+                                  "to the method")

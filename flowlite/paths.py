@@ -60,19 +60,3 @@ def memoryless_sigma(t: Tensor | float, offset: float = 0.0, scale: float = 1.0)
     """
     t = t if torch.is_tensor(t) else torch.as_tensor(t, dtype=torch.float64)
     return scale * torch.sqrt(2 * (1 - t + offset) / (t + offset))
-
-
-def sd3_sigma_from_time(t: Tensor | float) -> Tensor:
-    """SD3's noise level σ = 1 - t (σ = 1 is noise); the transformer receives timestep = 1000·σ (spec §1.2)."""
-    return 1 - torch.as_tensor(t)
-
-
-def time_from_sd3_sigma(sigma: Tensor | float) -> Tensor:
-    """Paper time t = 1 - σ."""
-    return 1 - torch.as_tensor(sigma)
-
-
-def shift_sigma(sigma: Tensor | float, shift: float = 3.0) -> Tensor:
-    """SD3's time shift σ' = s·σ / (1 + (s - 1)·σ) (SD3-medium uses s = 3)."""
-    sigma = torch.as_tensor(sigma)
-    return shift * sigma / (1 + (shift - 1) * sigma)

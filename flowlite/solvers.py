@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowlite.paths import batch_time, memoryless_sigma, shift_sigma
+from flowlite.paths import batch_time
+from flowlite.schedules import EulerMaruyama, Memoryless, NoiseSchedule
 
 VelocityFn = Callable[[Tensor, Tensor, object], Tensor]
 
@@ -68,12 +69,6 @@ def uniform_grid(steps: int, t0: float = 0.0, t1: float = 1.0, device=None) -> T
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     return torch.linspace(t0, t1, steps + 1, dtype=torch.float64, device=device)
-
-
-def sd3_grid(steps: int, shift: float = 3.0) -> Tensor:
-    """SD3's shifted schedule in paper time: σ_k uniform from 1 to 0, shifted by s, then t = 1 - σ (spec §1.2)."""
-    sigma = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
-    return 1 - shift_sigma(sigma, shift)
 
 
 def _check_grid(grid: Tensor) -> Tensor:
@@ -138,101 +133,6 @@ def solve_ode_adaptive(velocity: VelocityFn, x0: Tensor, grid: Tensor | None = N
 
 
 # ---------------------------------------------------------------------------------------------- SDEs
-class NoiseSchedule:
-    """An SDE with the base marginals, dX = [v + ½σ(t)² ∇log p_t] dt + σ(t) dB, and its discretisation.
-
-    With ∇log p_t = -(x - t v)/(1 - t) the drift is affine in (x, v), and so is every step we use:
-        x_{k+1} = α_k x_k + β_k v(x_k, t_k) + s_k z_k.
-    One sampler (:func:`solve_sde`) and one lean adjoint (``adjoint.lean_adjoint``) serve every schedule.
-    ``control_gain`` is κ(t) = 1 + σ²t / (2(1 - t)): a change of velocity Δv changes the drift by κΔv, so the
-    control is u = κ Δv / σ (κ = 2 for the memoryless schedule, spec §4.1).
-    """
-
-    name = "schedule"
-
-    def sigma(self, t: float) -> float:
-        raise NotImplementedError
-
-    def step_coefficients(self, t: float, u: float) -> tuple[float, float, float]:
-        raise NotImplementedError
-
-    def control_gain(self, t: float) -> float:
-        sig = self.sigma(t)
-        return 1.0 + (sig**2 * t / (2 * (1 - t)) if sig else 0.0)
-
-
-class Memoryless(NoiseSchedule):
-    """σ(t) = c·sqrt(2(1 - t)/t), drift (1 + c²)v - c²x/t, discretised with the exponential integrator
-    (spec §10.1). c = 1 is Adjoint Matching's memoryless schedule; every c > 0 forgets X0 (spec §10.2)."""
-
-    def __init__(self, scale: float = 1.0):
-        if scale < 0:
-            raise ValueError(f"scale must be >= 0, got {scale}")
-        self.scale = float(scale)
-        self.name = "memoryless" if scale == 1.0 else f"memoryless(c={scale:g})"
-
-    def sigma(self, t: float) -> float:
-        return float(memoryless_sigma(t, scale=self.scale)) if t > 0 else math.inf
-
-    def control_gain(self, t: float) -> float:
-        return 1.0 + self.scale**2
-
-    def step_coefficients(self, t: float, u: float) -> tuple[float, float, float]:
-        return exponential_integrator_coefficients(t, u, self.scale)
-
-
-class EulerMaruyama(NoiseSchedule):
-    """Any σ(t), discretised by Euler–Maruyama: α = 1 - hσ²/(2(1 - t)), β = h(1 + σ²t/(2(1 - t))), s = σ√h.
-
-    ``EulerMaruyama(lambda t: 0.5)`` is the constant-σ negative control (keeps memory of X0);
-    ``EulerMaruyama.memoryless(offset=h)`` is the memoryless σ with the (t + h) offset, kept to show its bias.
-    """
-
-    def __init__(self, sigma: Callable[[float], float], name: str = "euler-maruyama"):
-        self._sigma = sigma
-        self.name = name
-
-    @classmethod
-    def constant(cls, sigma: float) -> "EulerMaruyama":
-        return cls(lambda t: sigma, name=f"constant(σ={sigma:g})")
-
-    @classmethod
-    def memoryless(cls, offset: float) -> "EulerMaruyama":
-        return cls(lambda t: float(memoryless_sigma(t, offset=offset)), name="memoryless-euler-maruyama")
-
-    def sigma(self, t: float) -> float:
-        return float(self._sigma(t))
-
-    def step_coefficients(self, t: float, u: float) -> tuple[float, float, float]:
-        h, sig = u - t, self.sigma(t)
-        if sig == 0.0:
-            return 1.0, h, 0.0
-        half_var = sig**2 / (2 * (1 - t))
-        return 1.0 - h * half_var, h * (1.0 + half_var * t), sig * math.sqrt(h)
-
-
-def exponential_integrator_coefficients(t: float, u: float, scale: float = 1.0) -> tuple[float, float, float]:
-    """Coefficients (α, β, s) of one exponential-integrator step of the memoryless-family SDE (spec §10.1).
-
-    SDE: dX = [(1 + p) v - p X/t] dt + sqrt(2p(1 - t)/t) dB with p = scale² (p = 1: memoryless; p = 0: ODE).
-    Integrating -pX/t and the noise exactly with v frozen on [t, u]:
-        x_u = α x_t + β v(x_t, t) + s z,   α = (t/u)^p,   β = (u^{p+1} - t^{p+1}) / u^p,
-        s² = (2p / u^{2p}) [F(u) - F(t)],   F(r) = r^{2p}/(2p) - r^{2p+1}/(2p+1).
-    Well defined at t = 0 (α = 0: X_u forgets X_0).
-    """
-    p = float(scale) ** 2
-    if p == 0.0:
-        return 1.0, u - t, 0.0
-    alpha = (t / u) ** p
-    beta = (u ** (p + 1) - t ** (p + 1)) / u**p
-
-    def big_f(r: float) -> float:
-        return r ** (2 * p) / (2 * p) - r ** (2 * p + 1) / (2 * p + 1)
-
-    var = (2 * p / u ** (2 * p)) * (big_f(u) - big_f(t))
-    return alpha, beta, math.sqrt(max(var, 0.0))
-
-
 def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=device).to(x.device)
@@ -241,16 +141,16 @@ def _noise_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 def solve_sde(velocity: VelocityFn, x0: Tensor, schedule: NoiseSchedule, grid: Tensor | None = None,
               steps: int = 50, cond=None, generator: torch.Generator | None = None,
               noises: Tensor | None = None) -> Trajectory:
-    """x_{k+1} = α_k x_k + β_k v(x_k, t_k) + s_k z_k with the schedule's coefficients; ``noises`` (K, B, ...)
+    """x_{k+1} = state_gain_k x_k + velocity_gain_k v(x_k, t_k) + noise_std_k z_k (``schedules``); ``noises`` (K, B, ...)
     replays a path with its noise held fixed."""
     grid = _check_grid(uniform_grid(steps) if grid is None else grid)
     times = grid.tolist()
     x = x0
     states, used = [x0], []
     for k, (t, u) in enumerate(zip(times[:-1], times[1:])):
-        alpha, beta, s = schedule.step_coefficients(t, u)
+        step = schedule.step_coefficients(t, u)
         z = noises[k] if noises is not None else _noise_like(x, generator)
-        x = alpha * x + beta * velocity(x, batch_time(t, x), cond) + s * z
+        x = step.state_gain * x + step.velocity_gain * velocity(x, batch_time(t, x), cond) + step.noise_std * z
         states.append(x)
         used.append(z)
     return Trajectory(grid, torch.stack(states), torch.stack(used))
@@ -272,3 +172,15 @@ def solve_sde_euler_maruyama(velocity: VelocityFn, x0: Tensor, sigma: Callable[[
     σ ≡ 0 reproduces Euler's ODE exactly. For the memoryless σ use ``paths.memoryless_sigma(t, offset=h)``
     (σ(0) is infinite). Kept to show its bias (spec §10.1); prefer :func:`solve_memoryless_sde`."""
     return solve_sde(velocity, x0, EulerMaruyama(sigma), grid, steps, cond, generator, noises)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def sample_ode(velocity: VelocityFn, x0: Tensor, steps: int = 50, method: str = "heun", grid: Tensor | None = None,
+               cond=None) -> Tensor:
+    """The one evaluation sampler: endpoints of the plain ODE from the given starting noises, without gradients.
+
+    Fine-tuned models are evaluated with the ODE whatever they were trained with (theory §10): Heun with 50 uniform
+    steps on the 2-D problems, Euler on the scheduler's grid for image models (pass ``grid``).
+    """
+    return solve_ode(velocity, x0, grid=grid, steps=steps, method=method, cond=cond, store=False).final

@@ -1,6 +1,6 @@
 """The one training loop: base training now, every fine-tuning method later (DESIGN §3, §6).
 
-    for step in range(start, steps):
+    for step in range(start, train_steps):
         loss, logs = loss_fn(step)         # a method samples, builds targets and returns its loss
         loss.backward(); optimizer.step(); scheduler.step()
 
@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowlite.ema import EMA
 from flowlite.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from flowlite.ema import EMA
 from flowlite.errors import NonFiniteLossError
 
 LossFn = Callable[[int], "Tensor | tuple[Tensor, dict]"]
@@ -84,13 +84,13 @@ class _ScalarLog:
             self.tb.flush()
 
 
-def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, steps: int,
+def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, train_steps: int,
           scheduler=None, run_dir: str | Path | None = None, checkpoint_every: int = 0, keep_last: int = 2,
           resume: bool = False, grad_clip: float | None = None, callback: Callable[[int], dict] | None = None,
           callback_every: int = 0, log_every: int = 50, progress: bool = True, desc: str = "train",
           ema: EMA | None = None, accumulate: int = 1, before_step: Callable[[list], None] | None = None,
           checkpoint_files: Callable[[Path], None] | None = None, main_process: bool = True) -> TrainResult:
-    """Run ``steps`` optimisation steps of ``loss_fn(step)`` on ``module``'s trainable state.
+    """Run ``train_steps`` optimisation steps of ``loss_fn(step)`` on ``module``'s trainable state.
 
     Args:
         module: everything whose trainable parameters and buffers make up the checkpoint (e.g. a method
@@ -113,8 +113,8 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     Raises:
         NonFiniteLossError: the loss became NaN/inf; nothing is written for that step.
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+    if train_steps < 0:
+        raise ValueError(f"train_steps must be >= 0, got {train_steps}")
     run_dir = Path(run_dir) if run_dir is not None else None
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     if (checkpoint_every or resume) and run_dir is None:
@@ -136,7 +136,7 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     result = TrainResult(history=log.rows, step=start, run_dir=run_dir, last_checkpoint=last)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     clock = time.perf_counter()
-    bar = tqdm(range(start, steps), initial=start, total=steps, desc=desc, disable=not progress,
+    bar = tqdm(range(start, train_steps), initial=start, total=train_steps, desc=desc, disable=not progress,
                dynamic_ncols=True, leave=False)
     try:
         for step in bar:
@@ -167,7 +167,7 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
                 ema.update()
             row["lr"] = optimizer.param_groups[0]["lr"]
             row.update({k: float(v) for k, v in logs.items()})
-            if callback is not None and callback_every and ((step + 1) % callback_every == 0 or step + 1 == steps):
+            if callback is not None and callback_every and ((step + 1) % callback_every == 0 or step + 1 == train_steps):
                 module.eval()
                 if ema is not None:
                     with ema.average_parameters():
@@ -181,7 +181,7 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
             if (step + 1) % log_every == 0:
                 log.flush()
-            if checkpoint_every and main_process and ((step + 1) % checkpoint_every == 0 or step + 1 == steps):
+            if checkpoint_every and main_process and ((step + 1) % checkpoint_every == 0 or step + 1 == train_steps):
                 extra = {"ema": ema.state_dict()} if ema is not None else None
                 result.last_checkpoint = save_checkpoint(ckpt_dir, module, optimizer, scheduler, step + 1,
                                                          keep_last=keep_last, extra=extra, files=checkpoint_files)

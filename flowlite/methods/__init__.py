@@ -1,7 +1,7 @@
-"""Fine-tuning methods, one file each, all driven by ``flowlite.train.train`` through ``finetune``.
+"""Fine-tuning methods, one file each, all driven by ``flowlite.train.train`` through ``finetune`` (theory §2).
 
-``METHODS`` maps the command-line name of each method to its class; a new method registers here, and sets
-``default_training`` (learning rate, EMA, clipping, steps) for the command line.
+``METHODS`` maps each method's ``name`` to its class. A method sets ``optimum`` (what it converges to) and
+``default_training`` (``finetune`` options: learning rate, EMA, clipping, ``train_steps``).
 """
 
 from __future__ import annotations
@@ -10,23 +10,27 @@ import inspect
 
 from flowlite.errors import FlowliteError
 from flowlite.methods.ac_flow import ACFlow
-from flowlite.methods.adjoint_matching import AdjointMatching, NonMemorylessControl, VGGFlowPMP
-from flowlite.methods.base import Method
+from flowlite.methods.adjoint_matching import AdjointMatching
+from flowlite.methods.base import OPTIMA, Method
+from flowlite.methods.non_memoryless_control import NonMemorylessControl
 from flowlite.methods.reward_backprop import DRaFT, ReFL
 from flowlite.methods.rwr import OnlineRewardWeightedRegression, RewardWeightedRegression
 from flowlite.methods.vgg_flow import VGGFlow
+from flowlite.methods.vgg_flow_pmp import VGGFlowPMP
 
-METHODS: dict[str, type[Method]] = {
-    "adjoint-matching": AdjointMatching,
-    "non-memoryless-control": NonMemorylessControl,
-    "vgg-flow": VGGFlow,
-    "vgg-flow-pmp": VGGFlowPMP,
-    "ac-flow": ACFlow,
-    "rwr": RewardWeightedRegression,
-    "orw": OnlineRewardWeightedRegression,
-    "refl": ReFL,
-    "draft": DRaFT,
-}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
+    AdjointMatching,
+    NonMemorylessControl,
+    VGGFlow,
+    VGGFlowPMP,
+    ACFlow,
+    RewardWeightedRegression,
+    OnlineRewardWeightedRegression,
+    ReFL,
+    DRaFT,
+)}
+"""The only list of methods: the command line's choices, the image job's methods, the bench and the recipes derive
+from it. Adding a method: one file in this folder, one line here, its tests."""
 
 
 def build_method(name: str, model, reward, beta: float, **options) -> tuple[Method, dict]:
@@ -46,5 +50,11 @@ def build_method(name: str, model, reward, beta: float, **options) -> tuple[Meth
     return method, dict(cls.default_training)
 
 
+def takes_beta(name: str) -> bool:
+    """Whether a registered method has the KL strength β (the reward-backprop baselines and AC-Flow do not)."""
+    return "beta" in inspect.signature(METHODS[name].__init__).parameters
+
+
 __all__ = ["Method", "AdjointMatching", "NonMemorylessControl", "ACFlow", "RewardWeightedRegression",
-           "OnlineRewardWeightedRegression", "ReFL", "DRaFT", "VGGFlow", "VGGFlowPMP", "METHODS", "build_method"]
+           "OnlineRewardWeightedRegression", "ReFL", "DRaFT", "VGGFlow", "VGGFlowPMP", "METHODS", "OPTIMA", "build_method",
+           "takes_beta"]

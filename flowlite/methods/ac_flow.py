@@ -26,12 +26,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from flowlite.methods.base import Method
-from flowlite.methods.rwr import trust_region
-from flowlite.solvers import EulerMaruyama, Memoryless, solve_sde
-from flowlite.value import Critic
+from flowlite.losses import trust_region
+from flowlite.schedules import EulerMaruyama, Memoryless
+from flowlite.solvers import solve_sde
 
 WEIGHTINGS = ("exp", "softplus", "relu")
 SHAPINGS = ("batch", "running", "none")
@@ -84,15 +84,16 @@ class ACFlow(Method):
     """AC-Flow (reconstructed, spec §5.4). ``model.trainable_parameters()`` is the actor; ``critic`` is V_φ.
 
     Args:
-        beta: reward scale of the exp weights when ``temperature`` is None (τ = 1/β, the RWR case).
+        critic: V_φ(x, t, cond) -> (B,); default ``model.make_critic(cond)``.
         alpha: W2 trust-region weight (α → ∞ keeps the actor at the reference). Online, the actor regresses onto
             its own high-variance samples; with α ≪ 1 it random-walks and diverges on the 2-D problems, so the
             default is 1 (ORW-CFM-W2's default, whose README asks for α ≥ 1).
         clip: advantage clip c_A (None: no clipping).
         warmup: iterations in which only the critic trains.
-        weighting: ``exp`` | ``softplus`` | ``relu``; temperature: τ of the exp weights (default 1/β). With
-            ``shaping`` on, advantages are in standardised units, so τ = 1/β no longer means the β-tilt: the RWR
-            special case needs ``shaping="none"``.
+        weighting: ``exp`` | ``softplus`` | ``relu``; temperature: τ of the exp weights w = exp(A/τ). AC-Flow has no
+            KL strength β: with ``shaping`` on, advantages are in standardised units and τ is a knob of its own
+            (theory §1.3). With ``shaping="none"``, no clipping, α = 0 and τ = 1/β, offline, it is the β-tilt of
+            reward-weighted regression (theory §7.3).
         shaping: ``batch`` | ``running`` | ``none``; squash: κ of the optional tanh squashing.
         critic_target: ``mc`` (terminal shaped reward) or ``td`` (V at the next stored state, r̃ at the end).
         sampler: ``sde`` (memoryless: critic = E[r̃(X1) | X_t]) or ``ode`` (critic = r̃ of the ODE endpoint).
@@ -100,11 +101,12 @@ class ACFlow(Method):
     """
 
     name = "ac-flow"
-    default_training = {"lr": 1e-3, "grad_clip": 1.0, "steps": 300}
+    optimum = "no-closed-form"
+    default_training = {"lr": 1e-3, "grad_clip": 1.0, "train_steps": 300}
 
-    def __init__(self, model, reward, beta: float = 1.0, critic: Critic | None = None, alpha: float = 1.0,
+    def __init__(self, model, reward, critic: nn.Module | None = None, alpha: float = 1.0,
                  clip: float | None = 2.0, warmup: int = 50, weighting: str = "exp",
-                 temperature: float | None = None, shaping: str = "batch", squash: float | None = None,
+                 temperature: float = 1.0, shaping: str = "batch", squash: float | None = None,
                  critic_target: str = "mc", sampler: str = "sde", n_times: int = 8, critic_lr: float = 3e-3,
                  **kw):
         super().__init__(model, reward, **kw)
@@ -116,11 +118,12 @@ class ACFlow(Method):
             raise ValueError(f"unknown sampler {sampler!r}; accepted: sde, ode")
         if alpha < 0 or warmup < 0 or (clip is not None and clip <= 0):
             raise ValueError("alpha and warmup must be >= 0 and clip > 0 (or None)")
-        self.beta = float(beta)
-        self.critic = critic if critic is not None else Critic(model.event_shape[0])
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.critic = critic if critic is not None else model.make_critic(self.cond)
         self.alpha, self.clip, self.warmup = float(alpha), clip, int(warmup)
         self.weighting, self.shaping = weighting, RewardShaper(shaping, squash)
-        self.temperature = temperature if temperature is not None else (1.0 / self.beta if self.beta > 0 else 1.0)
+        self.temperature = float(temperature)
         self.critic_target, self.n_times, self.critic_lr = critic_target, n_times, critic_lr
         self.schedule = Memoryless(1.0) if sampler == "sde" else EulerMaruyama.constant(0.0)
 
@@ -140,17 +143,17 @@ class ACFlow(Method):
             traj = solve_sde(model.velocity, x0, self.schedule, self.grid, cond=cond)
             r = self.reward(traj.final, cond)
         shaped = self.shaping(r.float())
-        k = torch.randint(1, self.steps, (self.n_times,))
+        k = torch.randint(1, self.solver_steps, (self.n_times,))
         n, b = k.numel(), self.batch_size
         x, t = traj.at(k)
         target_r = shaped.repeat(n)
         values = self.critic(x, t, cond)
         if self.critic_target == "td":
             with torch.no_grad():
-                nxt = (k + 1).clamp(max=self.steps)
+                nxt = (k + 1).clamp(max=self.solver_steps)
                 x_next, t_next = traj.at(nxt)
                 boot = self.critic(x_next, t_next, cond)
-                target_r = torch.where((nxt == self.steps).repeat_interleave(b), target_r, boot)
+                target_r = torch.where((nxt == self.solver_steps).repeat_interleave(b), target_r, boot)
         critic_loss = (values - target_r).pow(2).mean()
         logs = {"reward": r.mean().item(), "critic_loss": critic_loss.item()}
         if step < self.warmup:

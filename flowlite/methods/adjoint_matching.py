@@ -22,7 +22,8 @@ from flowlite.errors import check_beta
 from flowlite.flows import repeat_cond
 from flowlite.methods.base import Method
 from flowlite.rewards.base import reward_gradient
-from flowlite.solvers import EulerMaruyama, Memoryless, NoiseSchedule, solve_sde
+from flowlite.schedules import EulerMaruyama, Memoryless, NoiseSchedule
+from flowlite.solvers import solve_sde
 
 SCHEDULES = ("memoryless", "ode", "constant")
 
@@ -55,7 +56,7 @@ class AdjointMatching(Method):
     """
 
     name = "adjoint-matching"
-    default_training = {"lr": 3e-3, "ema_decay": 0.998, "grad_clip": None, "lr_schedule": "cosine", "steps": 300}
+    default_training = {"lr": 3e-3, "ema_decay": 0.998, "grad_clip": None, "lr_schedule": "cosine", "train_steps": 300}
 
     def __init__(self, model, reward, beta: float, schedule: str | NoiseSchedule | None = "memoryless",
                  time_subset: str = "all", late_fraction: float = 0.25, n_early: int = 10,
@@ -74,10 +75,10 @@ class AdjointMatching(Method):
 
     def time_indices(self) -> Tensor:
         """Indices k of the regression times, never t_0 (σ(0) = ∞) nor t_K (σ(1) = 0)."""
-        inner = torch.arange(1, self.steps)
+        inner = torch.arange(1, self.solver_steps)
         if self.time_subset == "all":
             return inner
-        n_late = max(1, math.ceil(self.late_fraction * self.steps))
+        n_late = max(1, math.ceil(self.late_fraction * self.solver_steps))
         late, early = inner[-n_late:], inner[:-n_late]
         pick = early[torch.randperm(early.numel())[: self.n_early]]
         return torch.cat([pick.sort().values, late])
@@ -117,33 +118,3 @@ class AdjointMatching(Method):
         logs = {"reward": r.mean().item(), "adjoint_max": a.abs().max().item(),
                 "clipped_fraction": (per_sample > self.loss_clip).float().mean().item() if self.loss_clip else 0.0}
         return clipped.mean(), logs
-
-
-class NonMemorylessControl(AdjointMatching):
-    """The negative control of spec §2/§10.2: the same lean-adjoint regression with a noise schedule that keeps
-    memory of X0 (constant σ, Euler–Maruyama). Its fixed point is value-function biased: it under-tilts."""
-
-    name = "non-memoryless-control"
-
-    def __init__(self, model, reward, beta: float, sigma: float = 0.5, **kw):
-        kw.setdefault("schedule", EulerMaruyama.constant(sigma))
-        super().__init__(model, reward, beta, **kw)
-
-
-class VGGFlowPMP(AdjointMatching):
-    """VGG-Flow-PMP, the deterministic co-state variant (spec §3.9, App. A.2 "deterministic adjoint matching"):
-    sample the current model's *ODE*, solve the lean adjoint backwards along it (a_K = -β∇r(X_1),
-    a_k = a_{k+1} + h J_{v_base}ᵀ a_{k+1}: ``lean_adjoint`` with σ ≡ 0), and regress ‖Δv + a‖².
-
-    Its fixed point is Δv* = -β∇V of the deterministic control problem — VGG-Flow's optimum, not the KL tilt
-    (spec §8.4) — so it cross-checks VGG-Flow with a second estimator of the same target.
-    """
-
-    name = "vgg-flow-pmp"
-
-    def __init__(self, model, reward, beta: float, **kw):
-        kw["schedule"], kw["weighting"] = "ode", "velocity"
-        super().__init__(model, reward, beta, **kw)
-
-    def adjoint_weight(self, sigma: Tensor, gain: Tensor) -> Tensor:
-        return torch.ones_like(sigma)

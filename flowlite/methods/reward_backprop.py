@@ -21,15 +21,16 @@ class ReFL(Method):
     """
 
     name = "refl"
-    default_training = {"lr": 3e-3, "steps": 100}
+    optimum = "reward-argmax"
+    default_training = {"lr": 3e-3, "train_steps": 100}
 
     def __init__(self, model, reward, late_fraction: tuple[float, float] = (0.75, 1.0), **kw):
         super().__init__(model, reward, **kw)
         lo, hi = late_fraction
         if not 0.0 <= lo < hi <= 1.0:
             raise ValueError(f"late_fraction must satisfy 0 <= a < b <= 1, got {late_fraction}")
-        self.first_step = min(int(math.floor(lo * self.steps)), self.steps - 1)
-        self.last_step = max(self.first_step, int(math.ceil(hi * self.steps)) - 1)
+        self.first_step = min(int(math.floor(lo * self.solver_steps)), self.solver_steps - 1)
+        self.last_step = max(self.first_step, int(math.ceil(hi * self.solver_steps)) - 1)
 
     def loss(self, step: int) -> tuple[Tensor, dict]:
         k = int(torch.randint(self.first_step, self.last_step + 1, ()))
@@ -48,19 +49,20 @@ class DRaFT(Method):
     K steps; loss = -mean r(X1). ``k="all"`` differentiates through the whole solve (memory grows with K)."""
 
     name = "draft"
-    default_training = {"lr": 3e-3, "steps": 100}
+    optimum = "reward-argmax"
+    default_training = {"lr": 3e-3, "train_steps": 100}
 
     def __init__(self, model, reward, k: int | str = 1, **kw):
         super().__init__(model, reward, **kw)
         if k == "all":
-            k = self.steps
-        if not isinstance(k, int) or not 1 <= k <= self.steps:
-            raise ValueError(f"k must be 'all' or an integer in [1, {self.steps}], got {k!r}")
+            k = self.solver_steps
+        if not isinstance(k, int) or not 1 <= k <= self.solver_steps:
+            raise ValueError(f"k must be 'all' or an integer in [1, {self.solver_steps}], got {k!r}")
         self.k = k
 
     def loss(self, step: int) -> tuple[Tensor, dict]:
         x = self.model.sample_prior(self.batch_size, self.cond)
-        split = self.steps - self.k
+        split = self.solver_steps - self.k
         if split > 0:
             with torch.no_grad():
                 x = solve_ode(self.model.velocity, x, self.grid[: split + 1], cond=self.cond, store=False).final

@@ -14,10 +14,10 @@ import torch
 from torch import Tensor
 
 from flowlite.errors import check_beta
-from flowlite.flow_matching import flow_matching_loss
+from flowlite.losses import flow_matching_loss, trust_region
 from flowlite.methods.base import Method
 from flowlite.paths import interpolate
-from flowlite.solvers import solve_ode
+from flowlite.solvers import sample_ode, solve_ode
 
 
 def self_normalised_weights(rewards: Tensor, beta: float) -> Tensor:
@@ -27,27 +27,19 @@ def self_normalised_weights(rewards: Tensor, beta: float) -> Tensor:
     return w.to(rewards.dtype if rewards.is_floating_point() else torch.float32)
 
 
-def trust_region(model, x: Tensor, t: Tensor, cond=None) -> Tensor:
-    """W2 trust region ‖v_θ(x, t) - v_ref(x, t)‖² per sample (v_ref = the frozen base)."""
-    with torch.no_grad():
-        v_ref = model.base_velocity(x, t, cond)
-    return (model.velocity(x, t, cond) - v_ref).pow(2).reshape(x.shape[0], -1).sum(-1)
-
-
 class RewardWeightedRegression(Method):
     """Offline RWR: one round on ``n_samples`` base samples (drawn once with the ODE), minibatches of
     ``batch_size``; loss = mean_i w_i ‖v_θ(x_t, t) - (x1_i - x0)‖², t ~ U[0, 1]."""
 
     name = "rwr"
-    default_training = {"lr": 1e-3, "grad_clip": None, "lr_schedule": "cosine", "steps": 1500}
+    default_training = {"lr": 1e-3, "grad_clip": None, "lr_schedule": "cosine", "train_steps": 1500}
 
     def __init__(self, model, reward, beta: float, n_samples: int = 20000, sampling_steps: int = 50, **kw):
         super().__init__(model, reward, **kw)
         self.beta = check_beta(beta)
         with torch.no_grad():
             x0 = model.sample_prior(n_samples, self.cond)
-            x1 = solve_ode(model.base_velocity, x0, steps=sampling_steps, method="heun", cond=self.cond,
-                           store=False).final
+            x1 = sample_ode(model.base_velocity, x0, steps=sampling_steps, cond=self.cond)
             r = reward(x1, self.cond)
         self.register_buffer("data", x1, persistent=False)
         self.register_buffer("weights", self_normalised_weights(r, self.beta), persistent=False)
@@ -64,7 +56,8 @@ class OnlineRewardWeightedRegression(Method):
     loss = mean w_i ‖v_θ(x_t, t) - (x1_i - x0)‖² + α mean ‖v_θ(x_t, t) - v_ref(x_t, t)‖²."""
 
     name = "orw"
-    default_training = {"lr": 1e-3, "grad_clip": 1.0, "steps": 300}
+    optimum = "no-closed-form"
+    default_training = {"lr": 1e-3, "grad_clip": 1.0, "train_steps": 300}
 
     def __init__(self, model, reward, beta: float, alpha: float = 1.0, **kw):
         super().__init__(model, reward, **kw)

@@ -9,7 +9,7 @@
        loss = L_match + L_cons + α L_bnd
 
 Its optimum is the deterministic-control optimum v_base - β∇V, *not* the KL tilt (spec §3.1, §8.4); see
-``flowlite.reference`` for that target.
+``flowlite.toy.reference`` for that target.
 
 Two choices close the gap to the closed form on ``gaussian`` (spec §8.4: mean 0.880, variance 0.314), each
 measured there (300 iterations, batch 256):
@@ -50,7 +50,8 @@ class VGGFlow(Method):
     """
 
     name = "vgg-flow"
-    default_training = {"lr": 3e-3, "grad_clip": None, "lr_schedule": "cosine", "steps": 300}
+    optimum = "deterministic-control"
+    default_training = {"lr": 3e-3, "grad_clip": None, "lr_schedule": "cosine", "train_steps": 300}
 
     def __init__(self, model, reward, beta: float, eta_schedule: str = "quadratic", alpha: float = 100.0,
                  n_bins: int = 5, fd_eps: float = 1e-3, fd_eps_t: float = 1e-3, clip_quantile: float | None = 0.8,
@@ -61,7 +62,8 @@ class VGGFlow(Method):
         self.beta = check_beta(beta)
         if consistency_scale not in ("none", "beta"):
             raise ValueError(f"unknown consistency_scale {consistency_scale!r}; accepted: none, beta")
-        self.value_gradient = value_gradient or ValueGradientField(reward, eta_schedule, dim=model.event_shape[0])
+        self.value_gradient = value_gradient or ValueGradientField(reward, model.make_value_correction(self.cond),
+                                                                   eta_schedule)
         self.alpha, self.n_bins, self.fd_eps, self.fd_eps_t = alpha, n_bins, fd_eps, fd_eps_t
         self.clip_quantile, self.consistency_scale, self.code_compat = clip_quantile, consistency_scale, code_compat
         self.value_lr, self.continuous_times = value_lr, continuous_times
@@ -73,7 +75,7 @@ class VGGFlow(Method):
     # ------------------------------------------------------------------ pieces
     def transition_indices(self) -> Tensor:
         """One random index per bin of the grid steps 1..K-1, plus the last step K-1 (spec §3.5)."""
-        inner = torch.arange(1, self.steps)
+        inner = torch.arange(1, self.solver_steps)
         bins = torch.tensor_split(inner, min(self.n_bins, inner.numel()))
         picks = [b[torch.randint(0, b.numel(), ())] for b in bins if b.numel()]
         return torch.unique(torch.stack(picks + [inner[-1]]))

@@ -14,7 +14,8 @@ from torch import Tensor
 
 from flowlite.errors import FlowliteError
 from flowlite.rewards.base import Reward
-from flowlite.rewards.image import clip_preprocess
+from flowlite.rewards.clip import clip_preprocess
+from flowlite.text import prompts_for_batch
 
 MISSING = {
     "hpsv2": "HPSv2 needs the optional package hpsv2 (pip install hpsv2; it pulls torchvision, timm and an old "
@@ -48,8 +49,6 @@ class HPSv2Reward(Reward):
         self.tokenizer = get_tokenizer("ViT-H-14")
 
     def forward(self, x: Tensor, cond=None) -> Tensor:
-        from flowlite.sd3 import prompts_for_batch
-
         image = F.normalize(self.model.encode_image(clip_preprocess(x.float(), 224)).float(), dim=-1)
         tokens = self.tokenizer(prompts_for_batch(cond, x.shape[0])).to(x.device)
         with torch.no_grad():

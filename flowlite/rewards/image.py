@@ -11,7 +11,7 @@ done in torch so gradients reach the pixels, and through ``LatentReward`` the la
 
 Each loads real weights with ``from_pretrained(hub id or folder)`` and has ``tiny(seed)``, random weights of the same
 structure; ``save_pretrained`` writes a folder that ``from_pretrained`` reads back. HPSv2 and ImageReward need
-packages that pull torchvision: they live in ``rewards/extras.py``, and :func:`image_reward` says how to install
+packages that pull torchvision: they live in ``rewards/extras.py``, and ``registry.image_reward`` says how to install
 them when missing.
 """
 
@@ -25,86 +25,10 @@ from torch import Tensor, nn
 
 from flowlite.errors import FlowliteError
 from flowlite.rewards.base import Reward
+from flowlite.rewards.clip import CLIPImageReward, projected_embedding, tiny_clip
+from flowlite.text import prompts_for_batch, tiny_clip_tokenizer
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 HEAD_FILE = "aesthetic_head.safetensors"
-
-
-def clip_preprocess(images: Tensor, size: int = 224) -> Tensor:
-    """CLIP's preprocessing in torch: short side to ``size`` (bicubic, antialiased), centre crop, normalise."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise FlowliteError(f"image rewards take images of shape (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
-    h, w = images.shape[-2:]
-    scale = size / min(h, w)
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    x = F.interpolate(images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[..., top:top + size, left:left + size]
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
-    return (x - mean) / std
-
-
-def _embedding(out) -> Tensor:
-    """transformers 5 returns an output object (projected embedding in ``pooler_output``); 4.x a tensor."""
-    return out if torch.is_tensor(out) else out.pooler_output
-
-
-def tiny_clip(seed: int = 0, image_size: int = 64, projection_dim: int = 16):
-    """A random ``CLIPModel`` with the offline byte tokenizer of the tiny SD3 (ecosystem §5), frozen, eval mode."""
-    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
-
-    from flowlite.sd3_tiny import tiny_clip_text_config
-
-    torch.manual_seed(seed)
-    vision = CLIPVisionConfig(image_size=image_size, patch_size=16, hidden_size=32, intermediate_size=37,
-                              num_hidden_layers=2, num_attention_heads=4)
-    config = CLIPConfig(text_config=tiny_clip_text_config(projection_dim=projection_dim).to_dict(),
-                        vision_config=vision.to_dict(), projection_dim=projection_dim)
-    return CLIPModel(config).eval().requires_grad_(False)
-
-
-class CLIPImageReward(Reward):
-    """A frozen ``CLIPModel`` and its preprocessing; subclasses score the normalised image embedding."""
-
-    def __init__(self, clip: nn.Module, tokenizer=None):
-        super().__init__()
-        self.clip = clip.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
-        self.image_size = clip.config.vision_config.image_size
-
-    def image_embedding(self, images: Tensor) -> Tensor:
-        """ê = normalise(CLIP image embedding), computed in fp32."""
-        pixels = clip_preprocess(images.float(), self.image_size)
-        dtype = next(self.clip.parameters()).dtype
-        emb = _embedding(self.clip.get_image_features(pixel_values=pixels.to(dtype))).float()
-        return F.normalize(emb, dim=-1)
-
-    def train(self, mode: bool = True) -> "CLIPImageReward":
-        """A reward is frozen: it stays in eval mode (the aesthetic head has dropout) whatever its owner does."""
-        return super().train(False)
-
-    @classmethod
-    def _load_clip(cls, pretrained, what: str, tokenizer_from=None):
-        from transformers import CLIPModel, CLIPTokenizer
-
-        from flowlite.sd3 import check_pretrained
-
-        source = check_pretrained(pretrained, what)
-        clip = CLIPModel.from_pretrained(source)
-        tokenizer = None
-        if tokenizer_from is not False:
-            tokenizer = CLIPTokenizer.from_pretrained(check_pretrained(tokenizer_from or source, what + " tokenizer"))
-        return clip, tokenizer
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the CLIP model (and tokenizer) so that ``from_pretrained(directory)`` loads them back."""
-        directory = Path(directory)
-        self.clip.save_pretrained(directory)
-        if self.tokenizer is not None:
-            self.tokenizer.save_pretrained(directory)
-        return directory
 
 
 class AestheticHead(nn.Module):
@@ -180,13 +104,11 @@ class PickScore(CLIPImageReward):
         if missing:
             device = next(self.clip.parameters()).device
             tokens = self.tokenizer(missing, padding=True, truncation=True, return_tensors="pt").to(device)
-            emb = F.normalize(_embedding(self.clip.get_text_features(**tokens)).float(), dim=-1)
+            emb = F.normalize(projected_embedding(self.clip.get_text_features(**tokens)).float(), dim=-1)
             self._text.update(zip(missing, emb))
         return torch.stack([self._text[p] for p in prompts])
 
     def similarity(self, x: Tensor, cond) -> Tensor:
-        from flowlite.sd3 import prompts_for_batch
-
         image = self.image_embedding(x)
         return (image * self.text_embedding(prompts_for_batch(cond, x.shape[0])).to(image.device)).sum(-1)
 
@@ -205,8 +127,6 @@ class PickScore(CLIPImageReward):
 
     @classmethod
     def tiny(cls, seed: int = 0):
-        from flowlite.sd3_tiny import tiny_clip_tokenizer
-
         return cls(tiny_clip(seed), tiny_clip_tokenizer())
 
 
@@ -230,29 +150,4 @@ class Brightness(Reward):
     def forward(self, x: Tensor, cond=None) -> Tensor:
         return x.float().mean(dim=tuple(range(1, x.ndim)))
 
-
-# ---------------------------------------------------------------------------------------------- registry
-OPTIONAL = ("hpsv2", "imagereward")
-IMAGE_REWARDS = {"aesthetic": AestheticReward, "pickscore": PickScore, "clipscore": CLIPScore}
-
-
-def image_reward(name: str, pretrained: str | Path | None = None, tiny: bool = False, seed: int = 0, **kw) -> Reward:
-    """Build an image reward by name: ``aesthetic``, ``pickscore`` or ``clipscore`` from ``pretrained`` (hub id
-    or folder; the class default when None) or, with ``tiny=True``, random weights. ``hpsv2`` (``pretrained`` = its
-    checkpoint) and ``imagereward`` are optional extras (``rewards/extras.py``): a clear error says how to install
-    them when they are missing."""
-    key = name.lower().replace("-", "").replace("_", "")
-    if key in OPTIONAL:
-        from flowlite.rewards.extras import optional_reward
-
-        if tiny:
-            raise FlowliteError(f"{name} has no tiny random version; tiny rewards: {', '.join(IMAGE_REWARDS)}")
-        return optional_reward(key, pretrained, **kw)
-    if key not in IMAGE_REWARDS:
-        raise FlowliteError(f"unknown reward {name!r}; accepted: {', '.join(IMAGE_REWARDS)} "
-                            f"(optional extras: {', '.join(OPTIONAL)})")
-    cls = IMAGE_REWARDS[key]
-    if tiny:
-        return cls.tiny(seed)
-    return cls.from_pretrained(pretrained, **kw) if pretrained is not None else cls.from_pretrained(**kw)
 

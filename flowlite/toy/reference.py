@@ -15,9 +15,9 @@ import math
 import torch
 from torch import Tensor
 
-from flowlite.gmm import GaussianMixture
+from flowlite.toy.gmm import GaussianMixture
 from flowlite.paths import batch_time
-from flowlite.rewards.toy import QuadraticReward
+from flowlite.toy.rewards import QuadraticReward
 
 
 def gaussian_deterministic_optimum(base: GaussianMixture, reward: QuadraticReward, beta: float

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from flowlite.gmm import GaussianMixture
+from flowlite.toy.gmm import GaussianMixture
 
 
 def mode_mass_error(samples: Tensor, target: GaussianMixture) -> float:
@@ -105,11 +105,25 @@ def reward_stats(reward, samples: Tensor, cond=None) -> RewardStats:
     return RewardStats(r.mean().item(), std, std / math.sqrt(max(r.numel(), 1)))
 
 
-def target_metrics(samples: Tensor, target: GaussianMixture, reward=None) -> dict[str, float]:
-    """The standard report against a known target: mode error, histogram KL and (optionally) mean reward."""
-    out = {"mode_error": mode_mass_error(samples, target), "kl": histogram_kl(samples, target)}
+def score(samples: Tensor, target: GaussianMixture, reward=None, base: GaussianMixture | None = None,
+          tilt_samples: Tensor | None = None) -> dict[str, float]:
+    """The one scorer of 2-D samples (theory §10), used by ``finetune``'s job, the bench, the tests and the notebooks:
+
+    * ``mean_reward`` (with ``reward``): the mean of r over the samples;
+    * ``mode_error``: per-mode mass error against ``target`` (the exact tilt, or whichever law the samples aim at);
+    * ``kl_to_tilt``: smoothed-histogram KL(target ‖ samples);
+    * ``kl_to_base`` (with ``base``): the same against the base mixture;
+    * ``energy_to_tilt`` (with ``tilt_samples``, exact samples of the target): the energy distance.
+    """
+    out = {}
     if reward is not None:
         out["mean_reward"] = reward_stats(reward, samples).mean
+    out["mode_error"] = mode_mass_error(samples, target)
+    out["kl_to_tilt"] = histogram_kl(samples, target)
+    if base is not None:
+        out["kl_to_base"] = histogram_kl(samples, base)
+    if tilt_samples is not None:
+        out["energy_to_tilt"] = energy_distance(samples, tilt_samples)
     return out
 
 

@@ -1,9 +1,8 @@
-"""Small networks for 2-D work: an MLP velocity with sinusoidal time features, optionally zero-initialised."""
+"""Small networks of the 2-D world: an MLP velocity (base model, residual, value correction) and AC-Flow's MLP critic."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -11,21 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from flowlite.paths import batch_time
-
-
-class SinusoidalTimeEmbedding(nn.Module):
-    """t ∈ [0, 1] -> [sin(2π f t), cos(2π f t)] for geometrically spaced frequencies f ∈ [1, max_frequency]."""
-
-    def __init__(self, dim: int = 32, max_frequency: float = 64.0):
-        super().__init__()
-        if dim % 2:
-            raise ValueError(f"time embedding dim must be even, got {dim}")
-        freqs = torch.exp(torch.linspace(0.0, math.log(max_frequency), dim // 2))
-        self.register_buffer("freqs", freqs)
-
-    def forward(self, t: Tensor) -> Tensor:
-        angles = 2 * math.pi * t.reshape(-1, 1) * self.freqs.to(t.dtype)
-        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+from flowlite.time_embedding import SinusoidalTimeEmbedding
 
 
 class MLPVelocity(nn.Module):
@@ -79,3 +64,27 @@ class MLPVelocity(nn.Module):
         net = cls(**json.loads(meta["flowlite_config"]))
         net.load_state_dict(load_file(str(path)))
         return net
+
+
+class Critic(nn.Module):
+    """V_φ(x, t) -> (B,): an MLP with LayerNorm on [x, emb(t)] (theory §7.2: "MLP layers with LayerNorm").
+
+    Conditioning is ignored (toys); ``flowlite.sd3.nets.LatentCritic`` is its image-sized counterpart.
+    """
+
+    def __init__(self, dim: int = 2, width: int = 128, depth: int = 3, time_dim: int = 16,
+                 max_frequency: float = 4.0):
+        super().__init__()
+        self.time_embedding = SinusoidalTimeEmbedding(time_dim, max_frequency)
+        layers: list[nn.Module] = []
+        fan_in = dim + time_dim
+        for _ in range(depth - 1):
+            layers += [nn.Linear(fan_in, width), nn.LayerNorm(width), nn.SiLU()]
+            fan_in = width
+        self.hidden = nn.Sequential(*layers)
+        self.out = nn.Linear(fan_in, 1)
+
+    def forward(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
+        t = batch_time(t, x)
+        h = torch.cat([x.reshape(x.shape[0], -1), self.time_embedding(t)], dim=-1)
+        return self.out(self.hidden(h)).squeeze(-1)

@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 
-from flowlite.gmm import GaussianMixture
-from flowlite.metrics import _grid_extent
+from flowlite.toy.gmm import GaussianMixture
+from flowlite.toy.metrics import _grid_extent
 
 
 def default_extent(*mixtures: GaussianMixture, pad: float = 3.0) -> tuple[float, float, float, float]:

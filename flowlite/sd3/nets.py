@@ -1,12 +1,10 @@
-"""Value networks sized for SD3 latents, behind the interfaces of their 2-D versions in ``value.py`` (DESIGN §2).
+"""Value networks sized for latents, the image counterparts of the 2-D MLPs in ``flowlite.toy.nets``; ``SD3Flow``
+hands them to the methods that ask (``make_critic``, ``make_value_correction``).
 
-* :class:`LatentCritic`: AC-Flow's V_φ(x, t, c) -> (B,) (spec §5.4): a small conv net on the latents, with the time
+* :class:`LatentCritic`: AC-Flow's V_φ(x, t, c) -> (B,) (theory §7.4): a small conv net on the latents, with the time
   embedding and (when ``cond`` is given) the pooled text embedding added to its features.
-* :class:`LatentCorrection`: VGG-Flow's correction ν_φ(x, t[, c]) -> same shape as x (spec §3.3), a small conv net
+* :class:`LatentCorrection`: VGG-Flow's correction ν_φ(x, t[, c]) -> same shape as x (theory §6.3), a small conv net
   whose output layer starts at zero, so the value gradient starts at the heuristic -η_t ∇r(x̂1).
-
-:func:`sd3_method_options` hands a registered method the SD3-sized pieces it needs (critic, value gradient) and small
-budgets, so ``build_method(name, sd3_flow, reward, beta, **sd3_method_options(name, flow, reward))`` just works.
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowlite.nets import SinusoidalTimeEmbedding
+from flowlite.time_embedding import SinusoidalTimeEmbedding
 from flowlite.paths import batch_time
 
 
@@ -77,25 +75,3 @@ class LatentCorrection(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
         return self.out(nn.functional.silu(self.trunk(x.float(), t, cond))).to(x.dtype)
-
-
-def sd3_method_options(name: str, flow, reward, batch_size: int = 2, steps: int = 4, grid: Tensor | None = None,
-                       cond=None, width: int = 32) -> dict:
-    """Options that make a registered method run on ``SD3Flow``: batch, grid, cond, and the SD3-sized critic or
-    value-gradient field where the method has one; small sampling budgets for the offline ones."""
-    channels = flow.event_shape[0]
-    pooled_dim = cond.pooled.shape[-1] if cond is not None else None
-    options: dict = {"batch_size": batch_size, "steps": steps, "cond": cond}
-    if grid is not None:
-        options["grid"] = grid
-    if name == "ac-flow":
-        options.update(critic=LatentCritic(channels, width, pooled_dim=pooled_dim), n_times=2)
-    elif name == "vgg-flow":
-        from flowlite.value import ValueGradientField
-
-        options["value_gradient"] = ValueGradientField(reward, correction=LatentCorrection(channels, width))
-    elif name == "rwr":
-        options.update(n_samples=2 * batch_size, sampling_steps=steps)
-    elif name == "draft":
-        options["k"] = 1
-    return options

@@ -2,7 +2,7 @@
 
 One job, from one CPU (``--tiny``) to many GPUs (``accelerate launch``), built from the pieces every notebook uses:
 ``load_sd3`` → ``PromptCache`` (text encoders freed) → ``SD3Flow`` (LoRA) → a registered method → the one training
-loop (``train.train``) with checkpoints, resume, CSV/TensorBoard, evaluation (``sd3_eval.Evaluator``).
+loop (``train.train``) with checkpoints, resume, CSV/TensorBoard, evaluation (``image_eval.Evaluator``).
 
 Data parallel: each rank samples its own trajectories (its own prompts and noise), computes its reward and adjoint,
 and backpropagates its own loss; the gradients are averaged across ranks through accelerate before every optimizer
@@ -11,8 +11,8 @@ step, so the LoRA stays identical on every rank. The logged loss is the mean ove
 Randomness is a pure function of (seed, step, micro-batch, rank): every micro-batch reseeds the global RNG, so
 ``--resume latest`` continues exactly on every rank, whatever the checkpoint saved.
 
-Per-method defaults follow the papers' recipes (spec §3.6, §3.8, §4.3, §6): :data:`RECIPES`, printed by
-``python -m flowlite sd3 --help`` and documented in the README.
+Settings, defaults and per-method recipes: ``image_settings.py`` (one table) and ``flowlite.sd3.recipes`` (data keyed
+by the registry's method names), printed by ``python -m flowlite sd3 --help`` and documented in the README.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,139 +28,11 @@ import numpy as np
 import torch
 
 from flowlite.checkpoint import write_folder_atomically
-from flowlite.errors import FlowliteError, check_beta
+from flowlite.errors import FlowliteError
+from flowlite.jobs.image_settings import (CONFIG_FILE, LORA_DIR, PRECISIONS, TINY_BASE_DIR, read_prompts,
+                                          reproduce_command)
 from flowlite.parallel import Processes, processes, say
-
-METHOD_NAMES = ("adjoint-matching", "vgg-flow", "ac-flow", "refl", "draft")
-REWARD_NAMES = ("aesthetic", "pickscore", "clipscore")
-PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# LoRA on the attention projections, rank 8, alpha = rank: the official VGG-Flow code (spec §3.6).
-LORA_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0")
-CONFIG_FILE = "config.json"
-LORA_DIR = "lora"
-BASE_DIR = "base"  # --tiny: the random base pipeline, saved so that sd3-sample can load it
-
-# Shared by every method: VGG-Flow paper's SD3 setup (spec §3.6): 20 Euler steps, CFG 5, 400 updates of an
-# effective batch of 32 (here 4 per step x 8 accumulated, per process), AdamW wd 1e-2, gradient-norm clip 1.
-COMMON = {"steps": 400, "batch_size": 4, "grad_accum": 8, "solver_steps": 20, "guidance_scale": 5.0, "rank": 8,
-          "height": 512, "width": 512, "weight_decay": 1e-2, "grad_clip": 1.0, "adam_betas": (0.9, 0.999),
-          "max_sequence_length": 256, "eval_every": 50, "eval_seeds": 8, "eval_steps": 20,
-          "checkpoint_every": 50, "keep_last": 3, "mixed_precision": "bf16", "seed": 0, "gradient_checkpointing": False,
-          "drop_t5": False}
-
-RECIPES: dict[str, dict] = {
-    "adjoint-matching": {
-        "source": "AM paper App. G via spec §4.3 (Adam lr 2e-5, betas (0.95, 0.999), wd 1e-2, clip 1; time subset: "
-                  "last 25% of steps + 10 earlier); beta = reward multiplier of AM on SD3 in the VGG paper, spec §3.8",
-        "lr": 2e-5, "adam_betas": (0.95, 0.999),
-        "beta": {"aesthetic": 5e3, "pickscore": 1e4, "clipscore": 1e4},
-        "options": {"time_subset": "recipe", "late_fraction": 0.25, "n_early": 10}},
-    "vgg-flow": {
-        "source": "VGG-Flow paper, spec §3.6 (lr 5e-4, AdamW (0.9, 0.999) wd 1e-2, clip 1, eta_t = t^2, boundary "
-                  "coefficient 1e4; beta = 1/lambda: aesthetic 5e4, PickScore 5e5)",
-        "lr": 5e-4,
-        "beta": {"aesthetic": 5e4, "pickscore": 5e5, "clipscore": 5e5},
-        "options": {"eta_schedule": "quadratic", "alpha": 1e4}},
-    "ac-flow": {
-        "source": "no published SD3 recipe (spec §5.4 is a reconstruction): lr 1e-4 as the VGG paper's baselines "
-                  "(spec §3.8), beta = 1 on batch-standardised rewards, critic warm-up 50 of 400 updates",
-        "lr": 1e-4, "beta": {"aesthetic": 1.0, "pickscore": 1.0, "clipscore": 1.0},
-        "options": {"warmup": 50}},
-    "refl": {
-        "source": "VGG paper's ReFL baseline on SD3, spec §3.8/§6: truncation step 15-20 of 20, lr 1e-4, no KL",
-        "lr": 1e-4, "beta": None, "options": {"late_fraction": (0.75, 1.0)}},
-    "draft": {
-        "source": "DRaFT-1 (K = 1, spec §6), lr 1e-4 as the VGG paper's baselines (spec §3.8), no KL",
-        "lr": 1e-4, "beta": None, "options": {"k": 1}},
-}
-# CLIPScore is 100·cos like PickScore (same scale), so it takes PickScore's beta (derived, not from a paper).
-
-# --tiny: a random 16x16 SD3 on one CPU thread; a plumbing rehearsal, not a recipe (random rewards have no scale,
-# so beta is 1; CFG 1 because the lean adjoint through CFG 5 blows up on the random transformer, see notebook 08).
-TINY = {"steps": 4, "batch_size": 2, "grad_accum": 1, "solver_steps": 4, "guidance_scale": 1.0, "rank": 4,
-        "height": 16, "width": 16, "max_sequence_length": 32, "eval_every": 2, "eval_seeds": 2, "eval_steps": 4,
-        "checkpoint_every": 2, "keep_last": 2, "mixed_precision": "no", "lr": 1e-3, "beta": 1.0,
-        "eval_prompts_limit": 2}
-TINY_OPTIONS = {"ac-flow": {"warmup": 1}, "adjoint-matching": {"n_early": 1}}
-
-# Keys that must match the saved config when resuming (the rest may change, e.g. more --steps).
-IDENTITY = ("method", "reward", "tiny", "pretrained", "reward_pretrained", "reward_head", "reward_vae", "rank", "beta", "batch_size",
-            "grad_accum", "solver_steps", "guidance_scale", "height", "width", "seed", "mixed_precision",
-            "drop_t5", "lr", "max_sequence_length")
-
-
-# ------------------------------------------------------------------------------------------- configuration
-def read_prompts(path, flag: str = "--prompts") -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FlowliteError(f"{flag} file {str(path)!r} not found")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise FlowliteError(f"{flag} file {str(path)!r} has no prompts (one per line; blank and # lines skipped)")
-    return prompts
-
-
-def resolve_config(args: dict) -> dict:
-    """Flags given on the command line win, then ``--tiny``'s sizes, then the method's recipe, then COMMON."""
-    method, reward = args.get("method"), args.get("reward")
-    if method not in METHOD_NAMES:
-        raise FlowliteError(f"unknown --method {method!r}; accepted: {', '.join(METHOD_NAMES)}")
-    if reward not in REWARD_NAMES:
-        raise FlowliteError(f"unknown --reward {reward!r}; accepted: {', '.join(REWARD_NAMES)}")
-    tiny = bool(args.get("tiny"))
-    if not tiny and not args.get("pretrained"):
-        raise FlowliteError("--pretrained is required (a hub id such as stabilityai/stable-diffusion-3-medium-"
-                            "diffusers or a local folder), or pass --tiny for the random CPU model")
-    recipe = RECIPES[method]
-    config = dict(COMMON, lr=recipe["lr"], adam_betas=recipe.get("adam_betas", COMMON["adam_betas"]),
-                  beta=recipe["beta"][reward] if recipe["beta"] else None, eval_prompts_limit=None)
-    if tiny:
-        config.update({k: v for k, v in TINY.items() if not (k == "beta" and config["beta"] is None)})
-    config.update({k: v for k, v in args.items() if v is not None})
-    config["tiny"] = tiny
-    config["method_options"] = {**recipe["options"], **(TINY_OPTIONS.get(method, {}) if tiny else {})}
-    config["recipe_source"] = recipe["source"]
-    config["adam_betas"] = list(config["adam_betas"])
-    if config["beta"] is not None:
-        config["beta"] = check_beta(config["beta"])
-    if config["mixed_precision"] not in PRECISIONS:
-        raise FlowliteError(f"unknown --mixed-precision {config['mixed_precision']!r}; accepted: "
-                            f"{', '.join(PRECISIONS)}")
-    config["output"] = str(config.get("output") or f"runs/sd3/{method}-{reward}{'-tiny' if tiny else ''}")
-    config.setdefault("eval_prompts", str(Path(__file__).resolve().parent.parent / "data/prompts/eval_animals.txt"))
-    config.setdefault("reward_pretrained", None)
-    config.setdefault("reward_head", None)
-    config.setdefault("reward_vae", None)
-    config.setdefault("pretrained", None)
-    return config
-
-
-def check_resume(config: dict, resume: str | None) -> None:
-    """Before anything is written: --resume latest needs a checkpoint and the same identity; a fresh run must not
-    overwrite a run folder that has checkpoints."""
-    from flowlite.checkpoint import latest_checkpoint
-
-    out = Path(config["output"])
-    last = latest_checkpoint(out / "checkpoints")
-    if resume is None:
-        if last is not None:
-            raise FlowliteError(f"--output {str(out)!r} already holds checkpoints; pass --resume latest to continue "
-                                "that run, or choose another --output")
-        return
-    if resume != "latest":
-        raise FlowliteError(f"--resume accepts only 'latest', got {resume!r}")
-    if last is None:
-        raise FlowliteError(f"--resume latest: no checkpoint in {str(out / 'checkpoints')!r}")
-    if not (out / CONFIG_FILE).is_file():
-        raise FlowliteError(f"--resume latest: {str(out)!r} has checkpoints but no {CONFIG_FILE}")
-    saved = json.loads((out / CONFIG_FILE).read_text())
-    differ = [k for k in IDENTITY if saved.get(k) != config.get(k)]
-    if differ:
-        raise FlowliteError(f"--resume latest: {', '.join(differ)} differ from the run's {CONFIG_FILE} "
-                            f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in differ)})")
-
+from flowlite.sd3.lora import save_lora
 
 # ------------------------------------------------------------------------------------------- building
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
@@ -185,19 +56,17 @@ class Job:
 def build_job(config: dict, procs: Processes) -> Job:
     """Everything from the config, writing nothing: pipeline, cached prompts, LoRA flow, reward, method, optimizer."""
     from flowlite.config import seed_everything
+    from flowlite.jobs.image_eval import Evaluator
     from flowlite.methods import build_method
-    from flowlite.rewards.image import image_reward
-    from flowlite.rewards.latent import LatentReward
-    from flowlite.sd3 import PromptCache, SD3Flow, load_sd3, pipeline_grid
-    from flowlite.sd3_eval import Evaluator
-    from flowlite.sd3_nets import sd3_method_options
+    from flowlite.rewards.registry import image_reward
+    from flowlite.sd3 import LORA_TARGETS, LatentReward, PromptCache, SD3Flow, load_sd3, method_options, pipeline_grid
 
     train_prompts = read_prompts(config["prompts"])
     eval_prompts = read_prompts(config["eval_prompts"], "--eval-prompts")[: config.get("eval_prompts_limit")]
     dtype = PRECISIONS[config["mixed_precision"]]
     seed_everything(config["seed"])  # the same LoRA, critic and value-network initialisation on every rank
     if config["tiny"]:
-        from flowlite.sd3_tiny import build_tiny_sd3
+        from flowlite.sd3 import build_tiny_sd3
 
         pipe = build_tiny_sd3(seed=config["seed"], t5=not config["drop_t5"])
         if dtype != torch.float32 or procs.device.type != "cpu":
@@ -224,8 +93,7 @@ def build_job(config: dict, procs: Processes) -> Job:
                                  rank=config["rank"], alpha=config["rank"], target_modules=LORA_TARGETS)
     grid = pipeline_grid(pipe.scheduler, config["solver_steps"])
     cond = cache(train_prompts[:1]).for_batch(config["batch_size"])
-    options = sd3_method_options(config["method"], flow, reward, batch_size=config["batch_size"],
-                                 steps=config["solver_steps"], grid=grid, cond=cond)
+    options = method_options(config["method"], config["batch_size"], config["solver_steps"], grid=grid, cond=cond)
     options.update(config["method_options"])
     method, _ = build_method(config["method"], flow, reward, config["beta"] or 0.0, **options)
     method.to(procs.device)
@@ -243,7 +111,7 @@ def load_reward_vae(config: dict, device):
         return None
     from diffusers import AutoencoderTiny
 
-    from flowlite.sd3 import check_pretrained
+    from flowlite.hub import check_pretrained
 
     source = check_pretrained(config["reward_vae"], "--reward-vae")
     try:
@@ -286,15 +154,13 @@ def write_json(path: Path, data: dict) -> None:
 
 def save_lora_atomically(flow, folder: Path) -> None:
     """The LoRA in the diffusers format, written beside ``folder`` and renamed into place."""
-    from flowlite.sd3_lora import save_lora
-
     write_folder_atomically(folder, lambda tmp: save_lora(flow, tmp))
 
 
 def save_tiny_base(config: dict, folder: Path) -> None:
     """The random base pipeline of a --tiny run (rebuilt from its seed: build_tiny_sd3 is deterministic; the one in
     memory carries the LoRA adapter), saved so that sd3-sample loads it as it would a hub model."""
-    from flowlite.sd3_tiny import build_tiny_sd3
+    from flowlite.sd3 import build_tiny_sd3
 
     write_folder_atomically(folder, build_tiny_sd3(seed=config["seed"], t5=not config["drop_t5"]).save_pretrained)
 
@@ -348,7 +214,6 @@ def dry_run(config: dict) -> dict:
 
 def run_sd3(config: dict, resume: str | None = None) -> dict:
     """The training job. Returns a summary (also written to ``summary.json``)."""
-    from flowlite.sd3_lora import save_lora
     from flowlite.train import train
 
     procs = processes()
@@ -356,8 +221,8 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
     job = build_job(config, procs)  # everything that can fail on bad input fails before anything is written
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
-        if config["tiny"] and not (out / BASE_DIR / "model_index.json").is_file():
-            save_tiny_base(config, out / BASE_DIR)
+        if config["tiny"] and not (out / TINY_BASE_DIR / "model_index.json").is_file():
+            save_tiny_base(config, out / TINY_BASE_DIR)
         if resume is None:
             write_json(out / CONFIG_FILE, {**config, "reproduce": reproduce_command(config),
                                            "versions": _versions(), "world_size": procs.world})
@@ -374,14 +239,14 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
     def lora_files(folder: Path) -> None:
         save_lora(job.flow, folder / LORA_DIR)
 
-    result = train(job.method, make_loss(job), job.optimizer, config["steps"], run_dir=out,
+    result = train(job.method, make_loss(job), job.optimizer, config["train_steps"], run_dir=out,
                    checkpoint_every=config["checkpoint_every"], keep_last=config["keep_last"],
                    resume=resume is not None, grad_clip=config["grad_clip"], callback=evaluate,
                    callback_every=config["eval_every"], log_every=1, progress=not config.get("quiet"),
                    desc=f"sd3 {config['method']}", accumulate=config["grad_accum"],
                    before_step=procs.average_gradients, checkpoint_files=lora_files, main_process=procs.main)
     lora = torch.cat([p.detach().reshape(-1).float() for p in job.flow.trainable_parameters()])
-    summary = {"steps": result.step, "seconds": result.seconds, "world_size": procs.world, "rank": procs.rank,
+    summary = {"train_steps": result.step, "seconds": result.seconds, "world_size": procs.world, "rank": procs.rank,
                "lora_max_difference_across_ranks": procs.max_difference(lora),
                "last": {k: v for k, v in (result.history[-1] if result.history else {}).items()}}
     if procs.main:
@@ -394,22 +259,6 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
             f"{summary['lora_max_difference_across_ranks']:.3g} lora_sum {lora.double().sum().item():.12g}")
         procs.accelerator.wait_for_everyone()
     return summary
-
-
-# Config keys given back as command-line flags by reproduce_command (the others come from the method's recipe).
-FLAGS = ("method", "reward", "prompts", "eval_prompts", "pretrained", "reward_pretrained", "reward_head", "reward_vae",
-         "rank", "beta", "lr", "steps", "batch_size", "grad_accum", "solver_steps", "guidance_scale", "height", "width",
-         "mixed_precision", "max_sequence_length", "eval_every", "eval_seeds", "eval_steps", "checkpoint_every",
-         "keep_last", "seed", "output")
-
-
-def reproduce_command(config: dict) -> str:
-    """The command that repeats this run with every resolved value spelled out (per process; the world size is
-    recorded beside it), so a change of defaults cannot change it."""
-    parts = ["python -m flowlite sd3"] + (["--tiny"] if config["tiny"] else [])
-    parts += [f"--{k.replace('_', '-')} {shlex.quote(str(config[k]))}" for k in FLAGS if config.get(k) is not None]
-    parts += [f"--{k.replace('_', '-')}" for k in ("gradient_checkpointing", "drop_t5") if config.get(k)]
-    return " ".join(parts)
 
 
 def _versions() -> dict:

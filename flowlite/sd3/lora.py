@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flowlite.errors import FlowliteError
-from flowlite.sd3 import SD3Flow
+from flowlite.sd3.flow import SD3Flow
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 

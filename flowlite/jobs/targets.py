@@ -1,24 +1,20 @@
-"""The main job for now (``make demo`` / ``python -m flowlite targets``): base vs exact tilted target.
+"""``python -m flowlite targets``: each problem's base against its exact tilted target (part of ``make demo``).
 
-For each problem: the base density, the exact KL-tilted target p* ∝ p_base exp(β r) (spec §8.2), samples of
-the base model, and a table of per-mode masses and distances. The benchmark issue replaces this with the
-side-by-side run of every method.
+For each problem: the base density, the exact KL-tilted target p* ∝ p_base exp(β r) (theory §9.2), samples of
+the base model, and a table of per-mode masses and distances.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from flowlite.metrics import histogram_kl, mode_mass_error, reward_stats  # noqa: E402
-from flowlite.plotting import default_extent, plot_density, plot_samples  # noqa: E402
-from flowlite.problems import load_problem  # noqa: E402
-from flowlite.solvers import solve_ode  # noqa: E402
+from flowlite.solvers import sample_ode
+from flowlite.toy.metrics import histogram_kl, mode_mass_error, reward_stats
+from flowlite.toy.plotting import default_extent, plot_density, plot_samples
+from flowlite.toy.problems import load_problem
 
 
 def plot_targets(problem_name: str, beta: float | None = None, out_dir: str | Path = "runs/targets",
@@ -32,9 +28,7 @@ def plot_targets(problem_name: str, beta: float | None = None, out_dir: str | Pa
         base = "exact"
     flow = problem.flow(base)
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        x = solve_ode(flow.base_velocity, torch.randn(n, problem.base.dim, generator=gen), steps=50,
-                      method="heun", store=False).final
+    x = sample_ode(flow.base_velocity, torch.randn(n, problem.base.dim, generator=gen))
     target = problem.target
     numbers = {
         "problem": problem.name,
@@ -50,7 +44,8 @@ def plot_targets(problem_name: str, beta: float | None = None, out_dir: str | Pa
         "target_mean_reward": reward_stats(problem.reward, target.sample(n, generator=gen)).mean,
     }
     extent = default_extent(problem.base, target)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.8))
+    fig = Figure(figsize=(11, 3.8))
+    axes = fig.subplots(1, 3)
     plot_density(axes[0], problem.base, extent)
     axes[0].set_title("base p_base")
     plot_density(axes[1], target, extent, cmap="Oranges")
@@ -62,7 +57,6 @@ def plot_targets(problem_name: str, beta: float | None = None, out_dir: str | Pa
     fig.tight_layout()
     png = out_dir / f"{problem.name}.png"
     fig.savefig(png, dpi=110)
-    plt.close(fig)
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in numbers.items())
     md = out_dir / f"{problem.name}.md"
     md.write_text(f"# {problem.name}\n\n{problem.description}\n\n| quantity | value |\n|---|---|\n{rows}\n\n"

@@ -1,5 +1,5 @@
 """The main job: every registered method on the same exact 2-D problems, from the same base, under the same budget,
-measured against the exact KL tilt p* ∝ p_base exp(β r) (spec §8) — ``python -m flowlite bench``, ``make demo``
+measured against the exact KL tilt p* ∝ p_base exp(β r) (theory §9) — ``python -m flowlite bench``, ``make demo``
 and notebook 07.
 
 For each problem × method × seed, :func:`run_one` builds the method from the registry (``build_method``), trains it
@@ -12,7 +12,7 @@ of starting noises per problem (common random numbers, so methods differ by thei
 * reward-gradient evaluations: samples at which ∇r was taken (:class:`CountingReward`);
 * for ``vgg-flow`` and ``vgg-flow-pmp``: energy distance to their own target, the deterministic-control optimum
   (``flowlite.reference``; closed form for a single Gaussian, else per-particle optimal controls on the first
-  ``own_optimum_n`` evaluation noises), which is not the tilt (spec §2, §8.4).
+  ``own_optimum_n`` evaluation noises), which is not the tilt (theory §2, §6.10).
 
 A budget is either ``iterations`` (the same count for every method), ``budget_seconds`` (CPU seconds of training per
 run; the iteration count is calibrated on a copy of the method, so learning-rate schedules still end on time), or
@@ -34,12 +34,16 @@ from torch import Tensor
 
 from flowlite.errors import FlowliteError
 from flowlite.finetune import finetune
-from flowlite.metrics import energy_distance, histogram_kl, mode_mass_error, noise_floor
+from flowlite.jobs.bench_report import aggregate, json_ready, plot_curves, plot_samples_grid, summary_markdown
+from flowlite.methods import METHODS, build_method
 from flowlite.rewards.base import Reward
-from flowlite.solvers import solve_ode
+from flowlite.solvers import sample_ode
+from flowlite.toy.metrics import energy_distance, histogram_kl, mode_mass_error, noise_floor, score
+from flowlite.toy.problems import load_problem
+from flowlite.toy.reference import deterministic_control_samples, gaussian_deterministic_optimum
 
 EVAL_SEED = 12345
-EVAL_STEPS = 25  # Heun with K >= 20 is indistinguishable from exact samples (spec §10.4)
+EVAL_STEPS = 25  # Heun with K >= 20 is indistinguishable from exact samples (theory §10)
 CURVE_SAMPLES = 1000
 METRICS = ("mean_reward", "mode_error", "kl_to_tilt", "kl_to_base", "energy_to_tilt", "cpu_seconds",
            "wall_seconds", "iterations", "reward_grad_evals")
@@ -71,8 +75,6 @@ class CountingReward(Reward):
 
 def check_names(problems, methods) -> tuple[list[str], list[str]]:
     """Validate problem and method names before anything runs; one clear error naming the accepted values."""
-    from flowlite.methods import METHODS
-    from flowlite.problems import load_problem
 
     methods = list(METHODS) if not methods else list(methods)
     for name in methods:
@@ -94,14 +96,13 @@ def exact_tilt_samples(problem, n: int, draw: int = 1) -> Tensor:
     return problem.target.sample(n, generator=torch.Generator().manual_seed(EVAL_SEED + draw))
 
 
-OWN_OPTIMUM_METHODS = ("vgg-flow", "vgg-flow-pmp")
-"""Methods whose target is the deterministic-control optimum rather than the tilt."""
+OWN_OPTIMUM_METHODS = tuple(name for name, cls in METHODS.items() if cls.optimum == "deterministic-control")
+"""Methods whose target is the deterministic-control optimum rather than the tilt (derived from the registry)."""
 
 
 def own_optimum_samples(problem, x0: Tensor, base: str = "exact") -> Tensor:
-    """Samples of VGG-Flow's target, the deterministic-control optimum (spec §8.4): the closed form for a single
+    """Samples of VGG-Flow's target, the deterministic-control optimum (theory §6.10): the closed form for a single
     isotropic Gaussian with A = aI, else per-particle optimal open-loop controls (``reference``)."""
-    from flowlite.reference import deterministic_control_samples, gaussian_deterministic_optimum
 
     try:
         mean, cov = gaussian_deterministic_optimum(problem.base, problem.reward, problem.beta)
@@ -110,19 +111,14 @@ def own_optimum_samples(problem, x0: Tensor, base: str = "exact") -> Tensor:
         return deterministic_control_samples(problem.base_velocity_module(base), problem.reward, problem.beta, x0)
 
 
-@torch.no_grad()
 def ode_samples(velocity, x0: Tensor) -> Tensor:
-    """Evaluation samples: the plain Heun ODE from fixed noises (spec §10.4: evaluate fine-tuned models with the ODE)."""
-    return solve_ode(velocity, x0, steps=EVAL_STEPS, method="heun", store=False).final
+    """Evaluation samples of the bench: the one evaluation sampler, Heun with ``EVAL_STEPS`` steps."""
+    return sample_ode(velocity, x0, steps=EVAL_STEPS)
 
 
-def score(samples: Tensor, problem, tilt_samples: Tensor) -> dict:
-    """The standard numbers of one set of samples against the exact tilt and the base."""
-    return {"mean_reward": float(problem.reward(samples).mean()),
-            "mode_error": mode_mass_error(samples, problem.target),
-            "kl_to_tilt": histogram_kl(samples, problem.target),
-            "kl_to_base": histogram_kl(samples, problem.base),
-            "energy_to_tilt": energy_distance(samples, tilt_samples)}
+def score_against(samples: Tensor, problem, tilt_samples: Tensor) -> dict:
+    """The one scorer with every number the bench reports: against the tilt, the base, and exact tilt samples."""
+    return score(samples, problem.target, problem.reward, base=problem.base, tilt_samples=tilt_samples)
 
 
 def _training_steps(method, options: dict, budget_seconds: float | None, iterations: int | None,
@@ -132,9 +128,9 @@ def _training_steps(method, options: dict, budget_seconds: float | None, iterati
     if iterations is not None:
         return int(iterations)
     if budget_seconds is None:
-        return int(options.get("steps", 200))
+        return int(options.get("train_steps", 200))
     trial = copy.deepcopy(method)
-    train_options = {k: v for k, v in options.items() if k != "steps"}
+    train_options = {k: v for k, v in options.items() if k != "train_steps"}
     finetune(trial, 1, progress=False, **train_options)
     clock = time.process_time()
     finetune(trial, 1, progress=False, **train_options)
@@ -148,8 +144,6 @@ def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: 
             curve_samples: int = CURVE_SAMPLES, progress: bool = True) -> dict:
     """Train one method on one problem and score it. Returns the numbers (``METRICS``), the training curve
     (CPU seconds → reward, mode error, KL to tilt on ``curve_samples`` samples) and the final samples."""
-    from flowlite.methods import build_method
-    from flowlite.problems import load_problem
 
     torch.set_num_threads(1)
     problem = load_problem(problem_name)
@@ -159,12 +153,12 @@ def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: 
     cpu, wall = time.process_time(), time.perf_counter()
     reward = CountingReward(problem.reward)
     method, options = build_method(method_name, problem.flow(base), reward, problem.beta,
-                                   batch_size=batch_size, steps=solver_steps)
+                                   batch_size=batch_size, solver_steps=solver_steps)
     setup_cpu, setup_wall = time.process_time() - cpu, time.perf_counter() - wall
     if isinstance(iterations, dict):  # per-method counts: a reproducible stand-in for a CPU budget (notebook 07, FAST)
         iterations = iterations.get(method_name)
     steps = _training_steps(method, options, budget_seconds, iterations, setup_cpu)  # not timed: bench overhead
-    options.pop("steps", None)
+    options.pop("train_steps", None)
     reward.evaluations = reward.gradient_evaluations = 0
     clock = {"cpu": time.process_time(), "wall": time.perf_counter(), "eval_cpu": 0.0, "eval_wall": 0.0}
     curve: list[dict] = []
@@ -189,7 +183,7 @@ def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: 
     cpu_seconds = training_seconds(time.process_time())
     wall_seconds = setup_wall + time.perf_counter() - clock["wall"] - clock["eval_wall"]
     samples = ode_samples(method.model.velocity, x0)
-    record = {"problem": problem.name, "method": method_name, "seed": seed, **score(samples, problem, tilt_samples),
+    record = {"problem": problem.name, "method": method_name, "seed": seed, **score_against(samples, problem, tilt_samples),
               "cpu_seconds": cpu_seconds, "wall_seconds": wall_seconds, "iterations": result.step,
               "reward_grad_evals": reward.gradient_evaluations, "reward_evals": reward.evaluations}
     return {"record": record, "curve": curve, "samples": samples}
@@ -200,8 +194,6 @@ def _run_one_kwargs(kwargs: dict) -> dict:
 
 
 def _has_closed_form_own_optimum(problem_name: str) -> bool:
-    from flowlite.problems import load_problem
-    from flowlite.reference import gaussian_deterministic_optimum
 
     problem = load_problem(problem_name)
     try:
@@ -212,7 +204,6 @@ def _has_closed_form_own_optimum(problem_name: str) -> bool:
 
 
 def _own_optimum_job(problem_name: str, base: str, n: int) -> Tensor:
-    from flowlite.problems import load_problem
 
     torch.set_num_threads(1)
     problem = load_problem(problem_name)
@@ -222,7 +213,6 @@ def _own_optimum_job(problem_name: str, base: str, n: int) -> Tensor:
 def problem_references(problem_name: str, base: str, eval_samples: int) -> dict:
     """The rows every table of a problem is read against: the base model and exact tilt samples, with the metrics'
     noise floors at this sample size."""
-    from flowlite.problems import load_problem
 
     problem = load_problem(problem_name)
     x0 = eval_noise(problem, eval_samples)
@@ -231,147 +221,12 @@ def problem_references(problem_name: str, base: str, eval_samples: int) -> dict:
     base_samples = ode_samples(flow.base_velocity, x0)
     second_tilt = exact_tilt_samples(problem, eval_samples, draw=2)
     refs = {"beta": problem.beta, "description": problem.description,
-            "base": score(base_samples, problem, tilt_samples), "tilt": score(second_tilt, problem, tilt_samples),
+            "base": score_against(base_samples, problem, tilt_samples),
+            "tilt": score_against(second_tilt, problem, tilt_samples),
             "noise_floor": {"mode_error": noise_floor(mode_mass_error, problem.target, eval_samples, 5).mean,
                             "kl": noise_floor(histogram_kl, problem.target, eval_samples, 5).mean},
             "samples": {"base": base_samples, "tilt": second_tilt}}
     return refs
-
-
-def aggregate(records: list[dict]) -> list[dict]:
-    """Mean and standard deviation over seeds of every number, per (problem, method), in run order."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["problem"], r["method"]), []).append(r)
-    rows = []
-    for (problem, method), runs in groups.items():
-        row = {"problem": problem, "method": method, "seeds": [r["seed"] for r in runs]}
-        for key in [k for k in runs[0] if k not in ("problem", "method", "seed")]:
-            vals = torch.tensor([float(r[key]) for r in runs], dtype=torch.float64)
-            row[key] = {"mean": vals.mean().item(), "std": vals.std().item() if len(runs) > 1 else 0.0}
-        rows.append(row)
-    return rows
-
-
-COLUMNS = (("mean_reward", "mean reward", "{:+.3f}"), ("mode_error", "mode error vs tilt", "{:.3f}"),
-           ("kl_to_tilt", "KL to tilt", "{:.3f}"), ("kl_to_base", "KL to base", "{:.3f}"),
-           ("cpu_seconds", "CPU s", "{:.1f}"), ("iterations", "iterations", "{:.0f}"),
-           ("reward_grad_evals", "∇r evaluations", "{:.0f}"))
-
-
-def _cell(value, fmt: str) -> str:
-    if isinstance(value, dict):
-        text = fmt.format(value["mean"])
-        return text + (" ± " + fmt.format(value["std"]).lstrip("+") if value["std"] else "")
-    return fmt.format(value) if value is not None else "—"
-
-
-def summary_markdown(config: dict, references: dict, rows: list[dict]) -> str:
-    """The method × problem table (± over seeds), one section per problem, with the reference rows."""
-    budget = (f"{config['budget_seconds']:g} CPU s per run" if config["budget_seconds"] is not None else
-              f"{config['iterations']} iterations per run" if config["iterations"] is not None else
-              "each method's default iterations")
-    lines = ["# flowlite bench: every method against the exact tilt", "",
-             f"Budget: {budget}; seeds {config['seeds']}; {config['base']} base; batch {config['batch_size']}, "
-             f"K = {config['solver_steps']}; evaluation: Heun ODE ({EVAL_STEPS} steps) from {config['eval_samples']} fixed noises. "
-             "Distances: per-mode mass error and KL(target ‖ model) by smoothed histograms (spec §10.4). "
-             "CPU seconds are training only (one torch thread), set-up included, evaluation excluded.", ""]
-    own = any("energy_to_own_optimum" in r for r in rows)
-    head = [c[1] for c in COLUMNS] + (["energy dist. to own optimum"] if own else [])
-    for problem, ref in references.items():
-        floor = ref["noise_floor"]
-        lines += [f"## {problem} (β = {ref['beta']:g})", "", ref["description"], "",
-                  f"Noise floors at {config['eval_samples']} samples: mode error {floor['mode_error']:.3f}, "
-                  f"KL {floor['kl']:.3f}.", "",
-                  "| method | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-        refs = [("*base model*", ref["base"]), ("*exact tilt (fresh samples)*", ref["tilt"])]
-        for label, values in refs + [(r["method"], r) for r in rows if r["problem"] == problem]:
-            cells = [_cell(values.get(key), fmt) for key, _, fmt in COLUMNS]
-            if own:
-                cells.append(_cell(values.get("energy_to_own_optimum"), "{:.4f}"))
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if own:
-        lines += ["Energy distance to own optimum: to the deterministic-control optimum that VGG-Flow and VGG-Flow-PMP "
-                  "aim at (spec §8.4), for those methods and the two reference rows.", ""]
-    lines += ["Figures: `samples.png` (samples over the exact tilt), `curves_<problem>.png` (reward and distance to "
-              "the tilt over CPU time).", ""]
-    return "\n".join(lines)
-
-
-def _json_ready(obj):
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items() if not isinstance(v, Tensor)}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    return obj
-
-
-def plot_samples_grid(references: dict, results: list[dict], path: Path) -> None:
-    """Rows: problems; columns: base, each method (first seed): samples over the exact tilt's density."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from flowlite.plotting import default_extent, plot_density, plot_samples
-    from flowlite.problems import load_problem
-
-    methods = list(dict.fromkeys(r["record"]["method"] for r in results))
-    fig, axes = plt.subplots(len(references), len(methods) + 1, figsize=(2.6 * (len(methods) + 1),
-                             2.7 * len(references)), squeeze=False)
-    for row, (name, ref) in zip(axes, references.items()):
-        problem = load_problem(name)
-        extent = default_extent(problem.base, problem.target)
-        panels = [("base model", ref["samples"]["base"], ref["base"])]
-        for method in methods:
-            first = next(r for r in results if r["record"]["problem"] == name and r["record"]["method"] == method)
-            panels.append((method, first["samples"], first["record"]))
-        for ax, (label, x, numbers) in zip(row, panels):
-            plot_density(ax, problem.target, extent, cmap="Oranges")
-            plot_samples(ax, x[:1500], color="tab:blue", size=1.5)
-            ax.set_title(f"{name}: {label}\nmode err {numbers['mode_error']:.3f}, r {numbers['mean_reward']:+.2f}",
-                         fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-    fig.suptitle("Samples (blue) over the exact tilt p_base·exp(βr) (orange)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_curves(name: str, reference: dict, results: list[dict], path: Path, curve_samples: int) -> None:
-    """Reward and KL to the tilt over CPU seconds, and reward against KL to the tilt (every seed, one colour a
-    method); dashed lines: the exact tilt's values."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    colours = {}
-    for r in (r for r in results if r["record"]["problem"] == name):
-        method, curve = r["record"]["method"], r["curve"]
-        colour = colours.setdefault(method, f"C{len(colours) % 10}")
-        label = method if r["record"]["seed"] == results[0]["record"]["seed"] else None
-        secs = [p["cpu_seconds"] for p in curve]
-        axes[0].plot(secs, [p["mean_reward"] for p in curve], color=colour, label=label)
-        axes[1].plot(secs, [p["kl_to_tilt"] for p in curve], color=colour)
-        axes[2].plot([p["kl_to_tilt"] for p in curve], [p["mean_reward"] for p in curve], color=colour, marker=".")
-        axes[2].plot(curve[-1]["kl_to_tilt"], curve[-1]["mean_reward"], color=colour, marker="o", ms=8)
-    tilt = reference["tilt"]
-    axes[0].axhline(tilt["mean_reward"], color="k", ls="--", label="exact tilt")
-    axes[2].axhline(tilt["mean_reward"], color="k", ls="--")
-    axes[0].set(xlabel="CPU seconds (training)", ylabel="mean reward", title="reward over time")
-    axes[1].set(xlabel="CPU seconds (training)", ylabel="KL(tilt ‖ model)", yscale="log",
-                title="distance to the tilt over time")
-    axes[2].set(xlabel="KL(tilt ‖ model)", ylabel="mean reward", xscale="log",
-                title="reward vs distance to the tilt (● = end)")
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{name}: curves on {curve_samples} ODE samples per point")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None = None,
@@ -397,7 +252,7 @@ def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None
     out.mkdir(parents=True, exist_ok=True)
     config = {"problems": problems, "methods": methods, "budget_seconds": budget_seconds, "iterations": iterations,
               "seeds": list(seeds), "base": base, "batch_size": batch_size, "solver_steps": solver_steps,
-              "eval_samples": eval_samples, "curve_samples": curve_samples, "torch": torch.__version__,
+              "eval_samples": eval_samples, "eval_steps": EVAL_STEPS, "curve_samples": curve_samples, "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     references = {p: problem_references(p, base, eval_samples) for p in problems}
     wants_own = any(m in OWN_OPTIMUM_METHODS for m in methods)
@@ -443,7 +298,7 @@ def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None
     records = [r["record"] for r in results]
     summary = aggregate(records)
     (out / "summary.md").write_text(summary_markdown(config, references, summary))
-    (out / "summary.json").write_text(json.dumps(_json_ready({"config": config, "references": references,
+    (out / "summary.json").write_text(json.dumps(json_ready({"config": config, "references": references,
                                                               "runs": records, "summary": summary}), indent=1))
     plot_samples_grid(references, results, out / "samples.png")
     for name in problems:

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from flowlite.errors import FlowliteError
-from flowlite.sd3_job import BASE_DIR, CONFIG_FILE, LORA_DIR, PRECISIONS
-from flowlite.sd3_lora import WEIGHT_NAME
+from flowlite.jobs.image_settings import CONFIG_FILE, LORA_DIR, PRECISIONS, TINY_BASE_DIR
+from flowlite.sd3.lora import WEIGHT_NAME
 
 
 def find_lora(run_or_folder: str | Path, checkpoint: str | None = None) -> tuple[Path, dict]:
@@ -46,9 +46,9 @@ def find_lora(run_or_folder: str | Path, checkpoint: str | None = None) -> tuple
 
 def load_pipeline(run: str | Path, config: dict, lora_folder: Path, device: str = "auto"):
     """The run's base (its saved tiny base for --tiny runs) with the LoRA loaded by diffusers."""
-    from flowlite.sd3 import load_sd3
+    from flowlite.sd3.loading import load_sd3
 
-    base = Path(run) / BASE_DIR if config["tiny"] else config["pretrained"]
+    base = Path(run) / TINY_BASE_DIR if config["tiny"] else config["pretrained"]
     dtype = PRECISIONS[config["mixed_precision"]] if config["mixed_precision"] != "no" else torch.float32
     pipe = load_sd3(base, dtype=dtype, device=device, drop_t5=config["drop_t5"])
     pipe.load_lora_weights(str(lora_folder))
@@ -57,12 +57,12 @@ def load_pipeline(run: str | Path, config: dict, lora_folder: Path, device: str 
 
 
 @torch.no_grad()
-def sample_images(pipe, config: dict, prompts: list[str], seed: int, steps: int | None = None,
+def sample_images(pipe, config: dict, prompts: list[str], seed: int, solver_steps: int | None = None,
                   guidance_scale: float | None = None) -> torch.Tensor:
     """Images in [0, 1], (B, 3, H, W): one pipeline call per prompt with a generator seeded ``seed``."""
     images = []
     for prompt in prompts:
-        out = pipe(prompt, num_inference_steps=steps or config["eval_steps"],
+        out = pipe(prompt, num_inference_steps=solver_steps or config["eval_steps"],
                    guidance_scale=config["guidance_scale"] if guidance_scale is None else guidance_scale,
                    height=config["height"], width=config["width"], max_sequence_length=config["max_sequence_length"],
                    generator=torch.Generator().manual_seed(seed), output_type="pt")
@@ -71,14 +71,14 @@ def sample_images(pipe, config: dict, prompts: list[str], seed: int, steps: int 
 
 
 def run_sample(lora: str, prompts: list[str], seed: int, output: str | None = None, checkpoint: str | None = None,
-               steps: int | None = None, guidance_scale: float | None = None) -> list[Path]:
-    from flowlite.sd3 import check_prompts
-    from flowlite.sd3_eval import save_png, to_uint8
+               solver_steps: int | None = None, guidance_scale: float | None = None) -> list[Path]:
+    from flowlite.jobs.image_eval import save_png, to_uint8
+    from flowlite.text import check_prompts
 
     prompts = check_prompts(prompts)
     folder, config = find_lora(lora, checkpoint)
     pipe = load_pipeline(lora, config, folder)
-    pixels = to_uint8(sample_images(pipe, config, prompts, seed, steps, guidance_scale))
+    pixels = to_uint8(sample_images(pipe, config, prompts, seed, solver_steps, guidance_scale))
     out = Path(output) if output else Path(lora) / "samples"
     paths = []
     for i, image in enumerate(pixels):

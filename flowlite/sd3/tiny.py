@@ -1,4 +1,4 @@
-"""A tiny random Stable Diffusion 3, built from configs with offline tokenizers (ecosystem §2).
+"""A tiny random Stable Diffusion 3, built from configs with offline tokenizers (theory §12.1).
 
 Same components and shapes as the real model (16 latent channels, patch 2, two CLIP encoders and T5), small
 enough that a 4-step 32x32 image takes tens of milliseconds on one CPU thread. Nothing is downloaded: the
@@ -10,53 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from flowlite.sd3 import freeze_pipeline
-
-CLIP_MAX_LENGTH = 77
-T5_MAX_LENGTH = 32
-
-
-def _byte_characters() -> list[str]:
-    """The 256 printable stand-ins GPT-2/CLIP byte-level BPE uses for the 256 bytes."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    chars, extra = [], 0
-    for b in range(256):
-        if b in keep:
-            chars.append(chr(b))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
-def tiny_clip_tokenizer():
-    """CLIPTokenizer over single bytes (no merges): 514 tokens, <|startoftext|> = 0, <|endoftext|> = 1."""
-    from transformers import CLIPTokenizer
-
-    chars = _byte_characters()
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in chars + [c + "</w>" for c in chars]:
-        vocab.setdefault(c, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=CLIP_MAX_LENGTH)
-
-
-def tiny_clip_text_config(hidden_size: int = 32, projection_dim: int = 32):
-    """CLIP text config matching :func:`tiny_clip_tokenizer` (eos id = the tokenizer's <|endoftext|>)."""
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(vocab_size=514, hidden_size=hidden_size, intermediate_size=37, num_attention_heads=4,
-                          num_hidden_layers=2, max_position_embeddings=CLIP_MAX_LENGTH, projection_dim=projection_dim,
-                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
-
-
-def tiny_t5_tokenizer():
-    """A Unigram T5 tokenizer over printable ASCII characters (no sentencepiece model needed)."""
-    from transformers import T5Tokenizer
-
-    chars = [chr(c) for c in range(33, 127)]
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [(c, -3.0) for c in chars] + [("▁" + c, -3.5) for c in chars]
-    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=T5_MAX_LENGTH)
+from flowlite.sd3.loading import freeze_pipeline
+from flowlite.text import tiny_clip_text_config, tiny_clip_tokenizer, tiny_t5_tokenizer
 
 
 def build_tiny_sd3(seed: int = 0, t5: bool = True, sample_size: int = 16, num_layers: int = 2, shift: float = 3.0):

@@ -1,4 +1,5 @@
-"""Rewards on SD3 latents: decode with the frozen VAE, then score the image (spec §1.2: r(decode(x1))).
+"""SD3's VAE: latents ↔ images, and rewards on latents: decode with the frozen VAE, then score the image
+(theory §1.2: r(decode(x1))).
 
 ``LatentReward(vae, image_reward)(z, cond) = image_reward(decode(z), cond)``, with decode = VAE in fp32 followed by
 the clamp to [0, 1]; the whole chain is differentiable, so ∇_z r reaches the latents (Adjoint Matching's terminal
@@ -11,7 +12,20 @@ import torch
 from torch import Tensor, nn
 
 from flowlite.rewards.base import Reward
-from flowlite.sd3 import decode_latents
+
+
+def decode_latents(vae: nn.Module, latents: Tensor) -> Tensor:
+    """Images in [0, 1], (B, 3, H, W): vae.decode(z / scaling + shift) mapped from [-1, 1] and clamped (spec §1.2).
+    Differentiable; computed in the VAE's dtype and returned in the latents' dtype."""
+    z = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+    images = vae.decode(z, return_dict=False)[0]
+    return (images / 2 + 0.5).clamp(0, 1).to(latents.dtype)
+
+
+def encode_images(vae: nn.Module, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Latents z = (sample of vae.encode(2·img - 1) - shift) · scaling, from images in [0, 1]."""
+    dist = vae.encode((2 * images - 1).to(vae.dtype)).latent_dist
+    return ((dist.sample(generator) - vae.config.shift_factor) * vae.config.scaling_factor).to(images.dtype)
 
 
 class LatentReward(Reward):

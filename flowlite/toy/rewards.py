@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from flowlite.gmm import GaussianMixture
+from flowlite.toy.gmm import GaussianMixture
 from flowlite.rewards.base import Reward
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowlite.solvers import solve_ode
+from flowlite.solvers import sample_ode
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -74,7 +74,7 @@ class Evaluator:
         latents, rewards = [], []
         for prompt in self.prompts:
             cond = self.cache([prompt]).for_batch(len(self.seeds))
-            x1 = solve_ode(field, self.initial_noise(), grid=self.grid, method="euler", cond=cond, store=False).final
+            x1 = sample_ode(field, self.initial_noise(), grid=self.grid, method="euler", cond=cond)
             latents.append(x1)
             rewards.append(self.reward(x1, cond).float())
         return torch.cat(latents), torch.cat(rewards)

@@ -13,14 +13,14 @@ from functools import cached_property
 from pathlib import Path
 
 from flowlite.errors import FlowliteError, check_beta
-from flowlite.flows import ExactMixtureVelocity, ToyFlow
-from flowlite.gmm import GaussianMixture
-from flowlite.nets import MLPVelocity
-from flowlite.rewards.toy import ToyReward, reward_from_dict
+from flowlite.toy.flow import ExactMixtureVelocity, ToyFlow
+from flowlite.toy.gmm import GaussianMixture
+from flowlite.toy.nets import MLPVelocity
+from flowlite.toy.rewards import ToyReward, reward_from_dict
 
-DATA_DIR = Path(os.environ.get("FLOWLITE_DATA", Path(__file__).resolve().parent.parent / "data"))
+DATA_DIR = Path(os.environ.get("FLOWLITE_DATA", Path(__file__).resolve().parents[2] / "data"))
 PROBLEM_DIR = DATA_DIR / "problems"
-BASE_DIR = DATA_DIR / "bases"
+BASE_CHECKPOINT_DIR = DATA_DIR / "bases"  # trained base MLPs, one safetensors file per mixture
 BASE_KINDS = ("exact", "mlp")
 
 
@@ -45,7 +45,7 @@ class Problem:
 
     @property
     def checkpoint_path(self) -> Path:
-        return BASE_DIR / f"{self.base_name}.safetensors"
+        return BASE_CHECKPOINT_DIR / f"{self.base_name}.safetensors"
 
     def base_velocity_module(self, kind: str = "exact"):
         """The frozen base: the exact mixture velocity, or the shipped trained MLP."""

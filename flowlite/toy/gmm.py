@@ -8,13 +8,8 @@ The exact optimal fine-tuned velocity is therefore ``base.tilt(reward, beta).vel
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:  # pragma: no cover
-    from flowlite.rewards.toy import ToyReward
 
 
 def _as_tensor(value, dtype: torch.dtype) -> Tensor:
@@ -168,8 +163,9 @@ class GaussianMixture:
         return w, means, post_cov
 
     # ------------------------------------------------------------------ tilts (spec §8.2)
-    def tilt(self, reward: "ToyReward", beta: float) -> "GaussianMixture":
-        """The mixture ∝ p(x)·exp(β r(x)), in closed form when the reward allows it."""
+    def tilt(self, reward, beta: float) -> "GaussianMixture":
+        """The mixture ∝ p(x)·exp(β r(x)), in closed form when the reward allows it (``reward.tilt``, a ``ToyReward``
+        of ``flowlite.toy.rewards``)."""
         return reward.tilt(self, beta)
 
     def tilt_quadratic(self, A, m, beta: float) -> "GaussianMixture":

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 REQ_HASH := $(shell sha256sum requirements.txt | cut -c1-16)
 STAMP := $(VENV)/.requirements-$(REQ_HASH)
-# One torch thread: on 2 busy cores two threads stall (spec §10.6).
+# One torch thread: on 2 busy cores two threads stall (theory §11.3).
 export OMP_NUM_THREADS ?= 1
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export MPLBACKEND ?= Agg

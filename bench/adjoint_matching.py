@@ -17,11 +17,11 @@ import time
 import torch
 
 from flowlite.finetune import finetune
-from flowlite.flows import ExactMixtureVelocity, default_residual
+from flowlite.toy.flow import ExactMixtureVelocity, default_residual
 from flowlite.methods import AdjointMatching, DRaFT
-from flowlite.metrics import mode_mass_error
-from flowlite.problems import load_problem
-from flowlite.solvers import exponential_integrator_coefficients
+from flowlite.toy.metrics import mode_mass_error
+from flowlite.toy.problems import load_problem
+from flowlite.schedules import exponential_integrator_coefficients
 
 
 def minimal_iteration_factory(problem, batch: int, steps: int):
@@ -74,7 +74,7 @@ def speed(problem):
     print("| K | flowlite | minimal loop | ratio |\n|---|---|---|---|")
     for steps in (50, 100):
         torch.manual_seed(0)
-        method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, steps=steps,
+        method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, solver_steps=steps,
                                  weighting="velocity")
         opt = torch.optim.AdamW(method.parameter_groups(), lr=3e-3, weight_decay=0.0)
 
@@ -92,17 +92,17 @@ def speed(problem):
 def converge(problem, threshold: float = 0.03, max_iters: int = 600, every: int = 10):
     print(f"## reaching per-mode mass error <= {threshold} on {problem.name!r} (exact base, batch 256, K = 50)")
     torch.manual_seed(0)
-    method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, steps=50,
+    method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, solver_steps=50,
                              weighting="velocity")
     gen_x0 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1))
     state = {"hit": None}
     clock = time.process_time()
 
     def evaluate(step):
-        from flowlite.solvers import solve_ode
+        from flowlite.solvers import sample_ode
 
         with torch.no_grad():
-            x = solve_ode(method.model.velocity, gen_x0, steps=20, method="heun", store=False).final
+            x = sample_ode(method.model.velocity, gen_x0, steps=20)
         err = mode_mass_error(x, problem.target)
         if err <= threshold and state["hit"] is None:
             state["hit"] = (step, time.process_time() - clock)
@@ -126,10 +126,10 @@ def memory_child(kind: str, steps: int) -> None:
     flow = problem.flow("exact")
     if kind == "adjoint-matching":
         # a fixed number of regression times (10 late + 10 early), so only the stored trajectory grows with K
-        method = AdjointMatching(flow, problem.reward, problem.beta, batch_size=1024, steps=steps,
+        method = AdjointMatching(flow, problem.reward, problem.beta, batch_size=1024, solver_steps=steps,
                                  time_subset="recipe", late_fraction=10 / steps, n_early=10)
     else:
-        method = DRaFT(flow, problem.reward, k="all", batch_size=1024, steps=steps)
+        method = DRaFT(flow, problem.reward, k="all", batch_size=1024, solver_steps=steps)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     loss, _ = method.loss(0)
     loss.backward()

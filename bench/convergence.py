@@ -1,6 +1,6 @@
 """CPU seconds (training only, one thread) and reward-gradient evaluations until the per-mode mass error against the
 exact tilt first reaches <= 0.03, per method, each with its registry ``default_training`` (steps, lr, schedule, EMA).
-Runs through ``flowlite.bench.run_bench`` (so the numbers are the benchmark's own) with dense curves: every
+Runs through ``flowlite.jobs.bench.run_bench`` (so the numbers are the benchmark's own) with dense curves: every
 1/``--points`` of training, 4000 Heun-25 ODE samples from fixed noises. Prints a markdown table; asserts nothing.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/convergence.py [--problem reweight] [--jobs 2]
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from flowlite.bench import run_bench
+from flowlite.jobs.bench import run_bench
 from flowlite.methods import METHODS
 
 

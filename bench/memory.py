@@ -25,7 +25,7 @@ KINDS = ("adjoint-matching", "vgg-flow", "draft")
 
 def child(kind: str, steps: int, batch: int) -> None:
     from flowlite.methods import build_method
-    from flowlite.problems import load_problem
+    from flowlite.toy.problems import load_problem
 
     torch.set_num_threads(1)
     problem = load_problem("reweight")
@@ -33,7 +33,7 @@ def child(kind: str, steps: int, batch: int) -> None:
     options = {"adjoint-matching": {"time_subset": "recipe", "late_fraction": 10 / steps, "n_early": 10},
                "draft": {"k": "all"}}.get(kind, {})
     method, _ = build_method(kind, problem.flow("exact"), problem.reward, problem.beta, batch_size=batch,
-                             steps=steps, **options)
+                             solver_steps=steps, **options)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     loss, _ = method.loss(10**6)
     loss.backward()

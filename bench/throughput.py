@@ -13,11 +13,11 @@ import time
 import torch
 
 from adjoint_matching import minimal_iteration_factory, per_iteration
-from flowlite.bench import CountingReward
+from flowlite.jobs.bench import CountingReward
 from flowlite.finetune import finetune
-from flowlite.flows import ExactMixtureVelocity, default_residual
+from flowlite.toy.flow import ExactMixtureVelocity, default_residual
 from flowlite.methods import METHODS, build_method
-from flowlite.problems import load_problem
+from flowlite.toy.problems import load_problem
 
 
 def minimal_refl(problem, batch: int, steps: int):
@@ -103,8 +103,8 @@ def flowlite_seconds(problem, name: str, batch: int, steps: int) -> tuple[float,
     reward = CountingReward(problem.reward)
     extra = {"warmup": 0} if name == "ac-flow" else {}
     method, options = build_method(name, problem.flow("exact"), reward, problem.beta, batch_size=batch,
-                                   steps=steps, **extra)
-    options.pop("steps", None)
+                                   solver_steps=steps, **extra)
+    options.pop("train_steps", None)
     clock = time.process_time()
     finetune(method, 1, progress=False, **options)  # warm-up
     n = repeats_for(time.process_time() - clock)

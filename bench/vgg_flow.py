@@ -1,6 +1,6 @@
 """VGG-Flow on this machine, next to Adjoint Matching and VGG-Flow-PMP on the same problem and budget: seconds per
 iteration, network evaluations per transition (counted with forward hooks, not estimated), and CPU seconds until
-each method's samples are within 10 % of *its own* closed-form target on ``gaussian`` (spec §8.4: VGG-Flow and
+each method's samples are within 10 % of *its own* closed-form target on ``gaussian`` (theory §6.10: VGG-Flow and
 VGG-Flow-PMP → mean 0.880, variance 0.314; Adjoint Matching → the KL tilt, 0.667 / 0.667). Prints; asserts nothing.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/vgg_flow.py [--iterations 400] [--batch 256] [--steps 20]
@@ -16,9 +16,9 @@ import torch
 
 from flowlite.finetune import finetune
 from flowlite.methods import build_method
-from flowlite.problems import load_problem
-from flowlite.reference import gaussian_deterministic_optimum
-from flowlite.solvers import solve_ode
+from flowlite.toy.problems import load_problem
+from flowlite.toy.reference import gaussian_deterministic_optimum
+from flowlite.solvers import sample_ode
 
 METHODS = ("vgg-flow", "vgg-flow-pmp", "adjoint-matching")
 
@@ -55,8 +55,8 @@ def main() -> None:
     for name in METHODS:
         torch.manual_seed(0)
         method, defaults = build_method(name, problem.flow("exact"), problem.reward, problem.beta,
-                                        batch_size=args.batch, steps=args.steps)
-        defaults.pop("steps")
+                                        batch_size=args.batch, solver_steps=args.steps)
+        defaults.pop("train_steps")
         counts = count_evaluations(method)
         target = targets["tilt" if name == "adjoint-matching" else "vgg"]
         reached, clock, in_checks = [None], time.process_time(), [0.0]
@@ -64,7 +64,7 @@ def main() -> None:
         def check(step: int) -> dict:
             start = time.process_time()
             with torch.no_grad():
-                x = solve_ode(method.model.velocity, x0, steps=50, method="heun", store=False).final
+                x = sample_ode(method.model.velocity, x0)
             error = max(abs(x[:, 0].mean().item() / target[0] - 1), abs(x.var(0).mean().item() / target[1] - 1))
             if error < 0.1 and reached[0] is None:
                 reached[0] = step

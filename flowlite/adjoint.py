@@ -1,5 +1,5 @@
 """The one adjoint: the lean adjoint of Adjoint Matching, solved backwards along a stored trajectory
-(spec §4.2, §10.1), and two independent references used to check it.
+(theory §4, §3.3), and two independent references used to check it.
 
 Every SDE step of ``solvers.solve_sde`` is x_{k+1} = state_gain_k x_k + velocity_gain_k v_base(x_k, t_k) +
 noise_std_k z_k (for the base drift, ``schedules.StepCoefficients``), so its exact discrete adjoint is
@@ -8,7 +8,7 @@ noise_std_k z_k (for the base drift, ``schedules.StepCoefficients``), so its exa
 
 one vector-Jacobian product per step, batched, with no graph kept between steps. With the exponential
 integrator this is the exact adjoint of the discretised memoryless SDE; with Euler–Maruyama it is biased near
-t = 0 (spec §10.1), which notebook 03 shows.
+t = 0 (theory §3.3), which notebook 03 shows.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def velocity_vjp(velocity: VelocityFn, x: Tensor, t: float, cotangent: Tensor, c
 
 def lean_adjoint(base_velocity: VelocityFn, traj: Trajectory, a_final: Tensor, schedule: NoiseSchedule,
                  cond=None, dtype: torch.dtype | None = torch.float32) -> Tensor:
-    """Integrate the lean adjoint backwards along ``traj`` (spec §4.2, §10.1).
+    """Integrate the lean adjoint backwards along ``traj`` (theory §4, §3.3).
 
     a_K = a_final (= -β ∇r(X_1));  a_k = state_gain_k a_{k+1} + velocity_gain_k J_{v_base}(x_k, t_k)ᵀ a_{k+1}.
     Returns the adjoints at every grid time, shape (K+1, B, ...), detached. Computed in ``dtype`` (fp32 by

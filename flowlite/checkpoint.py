@@ -1,4 +1,4 @@
-"""Checkpoints that never corrupt and resume exactly (DESIGN §6).
+"""Checkpoints that never corrupt and resume exactly (the README's "Resume").
 
 A checkpoint is a folder ``step_NNNNNNN/`` with ``model.safetensors`` (trainable parameters and buffers, no
 pickle) and ``training_state.pt`` (optimizer, scheduler, RNG states, step; read with ``weights_only=True``).

@@ -1,4 +1,4 @@
-"""Run-wide switches: FAST mode for CI and notebooks, device choice, seeding (DESIGN §1, §4)."""
+"""Run-wide switches: FAST mode for CI and notebooks, device choice, seeding (theory §1.4, §12.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exponential moving average of parameters (spec §10.3: EMA of the weights tames heavy-tailed adjoints).
+"""Exponential moving average of parameters (theory §11.1: EMA of the weights tames heavy-tailed adjoints).
 
 θ_ema ← d_i θ_ema + (1 - d_i) θ with the warm-up decay d_i = min(decay, (1 + i)/(10 + i)).
 """

@@ -1,4 +1,4 @@
-"""User-facing errors: one clear line that names the argument and the accepted values (DESIGN §6)."""
+"""User-facing errors: one clear line that names the argument and the accepted values (the README's "Bad input")."""
 
 
 class FlowliteError(ValueError):

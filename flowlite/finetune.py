@@ -20,7 +20,7 @@ def finetune(method: "Method", train_steps: int, lr: float = 1e-3, weight_decay:
     """Adam(W) on ``method.parameter_groups()``, then ``train(method, method.loss, …)``.
 
     ``lr_schedule``: ``"constant"`` or ``"cosine"`` (decay to 0 over ``train_steps``: the regression targets of
-    Adjoint Matching are heavy-tailed, and a decaying step averages their noise out, spec §10.3).
+    Adjoint Matching are heavy-tailed, and a decaying step averages their noise out, theory §11.1).
     With ``ema_decay`` the weights are averaged; callbacks see the average, and the model holds the averaged
     weights when this returns.
     """

@@ -1,4 +1,4 @@
-"""The linear (rectified-flow) probability path and the quantities derived from it (spec §1.1, §1.4, §1.2).
+"""The linear (rectified-flow) probability path and the quantities derived from it (theory §1.1, §3.2, §1.2).
 
 Paper time: x_t = t x1 + (1 - t) x0 with x0 ~ N(0, I); velocity v = E[x1 - x0 | x_t].
 """
@@ -54,8 +54,8 @@ def velocity_from_score(x: Tensor, t: Tensor | float, score: Tensor) -> Tensor:
 def memoryless_sigma(t: Tensor | float, offset: float = 0.0, scale: float = 1.0) -> Tensor:
     """Memoryless noise of the linear path, σ(t) = c·sqrt(2(1 - t + h) / (t + h)).
 
-    c = ``scale`` (1 is Adjoint Matching's schedule; any c > 0 still forgets X0, spec §10.2);
-    h = ``offset`` avoids σ(0) = ∞ for Euler–Maruyama (spec §1.4). The exponential integrator needs no offset.
+    c = ``scale`` (1 is Adjoint Matching's schedule; any c > 0 still forgets X0, theory §3.4);
+    h = ``offset`` avoids σ(0) = ∞ for Euler–Maruyama (theory §3.2). The exponential integrator needs no offset.
     A Python float is computed in float64.
     """
     t = t if torch.is_tensor(t) else torch.as_tensor(t, dtype=torch.float64)

@@ -3,7 +3,7 @@
 Every solver takes ``velocity(x, t, cond) -> v`` (pass ``model.velocity`` or ``model.base_velocity``), a start
 state and an explicit time grid in paper time (uniform by default, so SD3's shifted grid works unchanged), and
 returns a :class:`Trajectory`. Nothing here disables gradients: wrap a call in ``torch.no_grad()`` yourself
-when you do not want them (spec §1.4, §10.1).
+when you do not want them (theory §3.2, §3.3).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def solve_memoryless_sde(velocity: VelocityFn, x0: Tensor, grid: Tensor | None =
                          scale: float = 1.0, cond=None, generator: torch.Generator | None = None,
                          noises: Tensor | None = None) -> Trajectory:
     """Sample the memoryless SDE (drift 2v - x/t, σ(t) = sqrt(2(1 - t)/t) when scale = 1) with the
-    exponential integrator of spec §10.1. ``scale`` = c gives σ = c·sqrt(2(1 - t)/t) with drift
+    exponential integrator of theory §3.3. ``scale`` = c gives σ = c·sqrt(2(1 - t)/t) with drift
     (1 + c²)v - c²x/t (same marginals; c = 0 is the Euler ODE). Pass ``noises`` (K, B, ...) to replay a path."""
     return solve_sde(velocity, x0, Memoryless(scale), grid, steps, cond, generator, noises)
 
@@ -170,7 +170,7 @@ def solve_sde_euler_maruyama(velocity: VelocityFn, x0: Tensor, sigma: Callable[[
                              generator: torch.Generator | None = None, noises: Tensor | None = None) -> Trajectory:
     """Euler–Maruyama for dX = [v + ½σ(t)² ∇log p_t] dt + σ(t) dB with ∇log p_t = -(x - t v)/(1 - t).
     σ ≡ 0 reproduces Euler's ODE exactly. For the memoryless σ use ``paths.memoryless_sigma(t, offset=h)``
-    (σ(0) is infinite). Kept to show its bias (spec §10.1); prefer :func:`solve_memoryless_sde`."""
+    (σ(0) is infinite). Kept to show its bias (theory §3.3); prefer :func:`solve_memoryless_sde`."""
     return solve_sde(velocity, x0, EulerMaruyama(sigma), grid, steps, cond, generator, noises)
 
 

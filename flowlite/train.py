@@ -1,4 +1,4 @@
-"""The one training loop: base training now, every fine-tuning method later (DESIGN §3, §6).
+"""The one training loop: base training and every fine-tuning method, on the toy and on image models.
 
     for step in range(start, train_steps):
         loss, logs = loss_fn(step)         # a method samples, builds targets and returns its loss

@@ -15,7 +15,7 @@ ETA_SCHEDULES = ("quadratic", "linear", "constant")
 
 
 def eta(t: Tensor, schedule: str = "quadratic") -> Tensor:
-    """η_t of the heuristic initialisation (spec §3.3): t² (the paper's default), t, or 1."""
+    """η_t of the heuristic initialisation (theory §6.3): t² (the paper's default), t, or 1."""
     if schedule == "quadratic":
         return t * t
     if schedule == "linear":
@@ -26,14 +26,14 @@ def eta(t: Tensor, schedule: str = "quadratic") -> Tensor:
 
 
 def clip_by_norm(grad: Tensor, threshold: Tensor | float) -> Tensor:
-    """Per-sample rescaling grad ← grad·min(1, threshold/‖grad‖) (spec §3.5)."""
+    """Per-sample rescaling grad ← grad·min(1, threshold/‖grad‖) (theory §6.5)."""
     norms = grad.reshape(grad.shape[0], -1).norm(dim=1).clamp_min(1e-12)
     scale = (torch.as_tensor(threshold, dtype=grad.dtype) / norms).clamp(max=1.0)
     return grad * scale.reshape(-1, *([1] * (grad.ndim - 1)))
 
 
 class ValueGradientField(nn.Module):
-    """VGG-Flow's value gradient g_φ(x, t) = -η_t·sg(∇r(x̂1(x, t))) + ν_φ(x, t)  (spec §3.3, Eq. 16),
+    """VGG-Flow's value gradient g_φ(x, t) = -η_t·sg(∇r(x̂1(x, t))) + ν_φ(x, t)  (theory §6.3, Eq. 16),
     with x̂1 = x + (1 - t)·sg(v_θ(x, t)) from the *current* model and ν_φ a correction that starts at zero, so at
     initialisation the value gradient is the reward gradient at the one-step prediction (heuristic init).
 
@@ -49,7 +49,7 @@ class ValueGradientField(nn.Module):
         self.correction = correction
 
     def reward_gradient(self, x: Tensor, t: Tensor, velocity: Tensor, cond=None) -> Tensor:
-        """sg(∇r(x̂1)) with x̂1 = x + (1 - t) sg(v): the Jacobian of x̂1 is taken as the identity (spec §3.3)."""
+        """sg(∇r(x̂1)) with x̂1 = x + (1 - t) sg(v): the Jacobian of x̂1 is taken as the identity (theory §6.3)."""
         _, grad = reward_gradient(self.reward, x_hat_1(x.detach(), t, velocity.detach()), cond)
         return grad
 
@@ -64,7 +64,7 @@ class ValueGradientField(nn.Module):
 
 def hjb_residual(g_fn, base_velocity, x: Tensor, t: Tensor, g: Tensor, beta: float, eps: float, eps_t: float,
                  code_compat: bool = False, cond=None, v_base: Tensor | None = None) -> Tensor:
-    """Finite-difference residual of the gradient-form HJB equation (spec §3.1 Eq. 10–12, §3.4):
+    """Finite-difference residual of the gradient-form HJB equation (theory §6.1 Eq. 10–12, §3.4):
 
         R = ∂_t g + (∇g)ᵀ(v_base - β g) + (∇v_base)ᵀ g,
 

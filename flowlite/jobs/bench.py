@@ -7,7 +7,7 @@ with its own ``default_training`` through ``finetune`` (the one loop), and score
 of starting noises per problem (common random numbers, so methods differ by their model, not by the draw):
 
 * mean reward; per-mode mass error against the tilt; KL(tilt ‖ model) and KL(base ‖ model) by smoothed histograms
-  (distance to the tilt and to the base, spec §10.4); energy distance to exact tilt samples;
+  (distance to the tilt and to the base, theory §10); energy distance to exact tilt samples;
 * CPU seconds of training (one torch thread; set-up included, evaluation excluded) and wall seconds;
 * reward-gradient evaluations: samples at which ∇r was taken (:class:`CountingReward`);
 * for ``vgg-flow`` and ``vgg-flow-pmp``: energy distance to their own target, the deterministic-control optimum

@@ -1,4 +1,4 @@
-"""Evaluation of an SD3 fine-tuning run on held-out prompts with fixed seeds (spec §3.8, §7).
+"""Evaluation of an SD3 fine-tuning run on held-out prompts with fixed seeds (theory §6.8, §10).
 
 For every held-out prompt p and seed s the image is the plain Euler ODE on the scheduler's grid from
 x0 = randn(1, C, h, w, generator=manual_seed(s)) -- exactly what ``StableDiffusion3Pipeline`` draws for one image

@@ -1,6 +1,6 @@
-"""AC-Flow: actor-critic fine-tuning with intermediate feedback (Fan et al. 2025; spec §5).
+"""AC-Flow: actor-critic fine-tuning with intermediate feedback (Fan et al. 2025; theory §7).
 
-The paper's body is not public: this is the configurable reconstruction of spec §5.4, consistent with its
+The paper's body is not public: this is the configurable reconstruction of theory §7.4, consistent with its
 abstract [verified: reward shaping; advantage clipping + critic warm-up; critic weighting generalising
 ORW-CFM-W2 with a W2 regulariser] and with ORW-CFM-W2's code [verified]. Every constant below is a named
 parameter; the defaults are guesses [reconstructed]. One iteration:
@@ -16,7 +16,7 @@ parameter; the defaults are guesses [reconstructed]. One iteration:
 
 The regression is on the trajectory's own states toward the conditional velocity of its endpoint; for memoryless
 trajectories (X_t, X_1) has the path's joint law, so this is the weighted flow-matching loss (re-noising
-x_τ = τ x1 + (1 - τ) x0' is the alternative of spec §5.4). Special case [spec §5.4]: offline on base samples,
+x_τ = τ x1 + (1 - τ) x0' is the alternative of theory §7.4). Special case [theory §7.4]: offline on base samples,
 α = 0, no clipping, exp weights with τ = 1/β and no shaping gives reward-weighted regression — an exact tilt.
 """
 
@@ -81,7 +81,7 @@ def advantage_weights(advantages: Tensor, weighting: str = "exp", temperature: f
 
 
 class ACFlow(Method):
-    """AC-Flow (reconstructed, spec §5.4). ``model.trainable_parameters()`` is the actor; ``critic`` is V_φ.
+    """AC-Flow (reconstructed, theory §7.4). ``model.trainable_parameters()`` is the actor; ``critic`` is V_φ.
 
     Args:
         critic: V_φ(x, t, cond) -> (B,); default ``model.make_critic(cond)``.

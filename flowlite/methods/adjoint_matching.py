@@ -1,12 +1,12 @@
-"""Adjoint Matching (Domingo-Enrich et al., ICLR 2025; spec §4) — one iteration, as in spec §4.4:
+"""Adjoint Matching (Domingo-Enrich et al., ICLR 2025; theory §5) — one iteration, as in theory §5.4:
 
     1. sample X_0..X_K with the *current* model's SDE (memoryless by default), no grad
     2. a_K = -β ∇r(X_1);  lean adjoint a_k backwards with VJPs of the *base* velocity (adjoint.lean_adjoint)
     3. on a subset 𝒯 of grid times: loss = mean ‖(κ/σ)(v_θ - v_base) + σ a‖²   (κ = 2, memoryless)
 
 whose minimiser is v_θ = v_base - (σ²/κ) a = v_base - η_t a (η_t = (1 - t)/t). With the memoryless schedule the
-fixed point is the FM velocity of the tilt p_base·exp(β r) (spec §4.1, §8.3); any other schedule gives a
-value-function-biased law (spec §2), and σ → 0 leaves the base unchanged. Those are the negative controls:
+fixed point is the FM velocity of the tilt p_base·exp(β r) (theory §5.1, §9.3); any other schedule gives a
+value-function-biased law (theory §2), and σ → 0 leaves the base unchanged. Those are the negative controls:
 pass ``schedule=EulerMaruyama.constant(0.5)`` or ``schedule="ode"``.
 """
 
@@ -48,8 +48,8 @@ class AdjointMatching(Method):
         beta: regularisation, target p* ∝ p_base exp(β r) (the paper's reward multiplier λ).
         schedule: noise schedule of the training SDE (see :func:`make_schedule`).
         time_subset: ``"all"`` grid times t_1..t_{K-1}, or ``"recipe"``: the last ``late_fraction`` of the steps
-            plus ``n_early`` random earlier ones per iteration (spec §4.3).
-        loss_clip: per-sample clipping of the loss, min(LCT, loss) (spec §4.3); None disables.
+            plus ``n_early`` random earlier ones per iteration (theory §5.3).
+        loss_clip: per-sample clipping of the loss, min(LCT, loss) (theory §5.3); None disables.
         weighting: ``"velocity"`` (default) regresses ‖Δv + (σ²/κ)a‖²; ``"control"`` regresses ‖u + σa‖² as in
             the paper (per-time weight κ²/σ²). Same minimiser; on the 2-D problems the two reached the same mode
             error, and the velocity form is the only one defined in the σ → 0 limit.

@@ -8,7 +8,7 @@ from flowlite.schedules import EulerMaruyama
 
 
 class NonMemorylessControl(AdjointMatching):
-    """The negative control of spec §2/§10.2: the same lean-adjoint regression with a noise schedule that keeps
+    """The negative control of theory §2/§10.2: the same lean-adjoint regression with a noise schedule that keeps
     memory of X0 (constant σ, Euler–Maruyama). Its fixed point is value-function biased: it under-tilts."""
 
     name = "non-memoryless-control"

@@ -1,5 +1,5 @@
-"""Naive reward maximisation: ReFL and DRaFT-K (spec §6). No KL term, so both collapse toward argmax r —
-the baselines every alignment paper compares with, and the reason KL regularisation exists (spec §2)."""
+"""Naive reward maximisation: ReFL and DRaFT-K (theory §8). No KL term, so both collapse toward argmax r —
+the baselines every alignment paper compares with, and the reason KL regularisation exists (theory §2)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Reward-weighted regression (spec §5.3, §6): flow matching on samples weighted by exp(β r).
+"""Reward-weighted regression (theory §7.3, §8): flow matching on samples weighted by exp(β r).
 
 * ``RewardWeightedRegression`` (offline, one round): samples x1 of the *base* model, fixed; weights
   w_i = exp(β r_i) / mean_j exp(β r_j), normalised over the whole set. Its minimiser at every x_t is
   E_base[(x1 - x0) e^{βr(x1)} | x_t] / E_base[e^{βr} | x_t], the FM velocity of p_base·e^{βr}: an exact-tilt
-  estimator (spec §2).
-* ``OnlineRewardWeightedRegression`` (ORW-CFM-W2, spec §5.3): samples from the current policy, refreshed every
+  estimator (theory §2).
+* ``OnlineRewardWeightedRegression`` (ORW-CFM-W2, theory §7.3): samples from the current policy, refreshed every
   iteration, plus α‖v_θ - v_ref‖²; without the W2 term the tilt compounds toward a point mass at argmax r.
 """
 

@@ -1,4 +1,4 @@
-"""VGG-Flow: value-gradient guidance (Liu et al., NeurIPS 2025; spec §3) — one iteration, spec §3.7:
+"""VGG-Flow: value-gradient guidance (Liu et al., NeurIPS 2025; theory §6) — one iteration, theory §6.7:
 
     1. on-policy ODE trajectories of the current model (no grad)
     2. transitions: one random grid step per time bin, plus the last step, at a uniform time inside the step
@@ -8,10 +8,10 @@
          L_bnd = ‖g_φ(X_1, 1) + ∇r(X_1)‖²  (= ‖ν_φ(X_1, 1)‖² unless ∇r was clipped: η_1 = 1, x̂1(x, 1) = x)
        loss = L_match + L_cons + α L_bnd
 
-Its optimum is the deterministic-control optimum v_base - β∇V, *not* the KL tilt (spec §3.1, §8.4); see
+Its optimum is the deterministic-control optimum v_base - β∇V, *not* the KL tilt (theory §6.1, §6.10); see
 ``flowlite.toy.reference`` for that target.
 
-Two choices close the gap to the closed form on ``gaussian`` (spec §8.4: mean 0.880, variance 0.314), each
+Two choices close the gap to the closed form on ``gaussian`` (theory §6.10: mean 0.880, variance 0.314), each
 measured there (300 iterations, batch 256):
 * transitions at continuous times t_k + u·h (``continuous_times``, the Euler path between grid states) instead of
   grid times only: with grid times the consistency loss never sees (t_{K-1}, 1], g jumps there, and the learned
@@ -19,7 +19,7 @@ measured there (300 iterations, batch 256):
 * the paper's boundary loss ‖g(x1, 1) + ∇r(x1)‖² rather than the code's ‖ν‖²: with clipped reward gradients the
   latter moves the terminal condition, and the variance stalls at 0.39.
 With both, samples reach mean 0.886 / variance 0.320. ``code_compat=True`` reproduces the official code's
-choices (spec §3.4 items 3–8): forward differences, the ∂_t term scaled by 1/1000, the transport JVP without
+choices (theory §6.4 items 3–8): forward differences, the ∂_t term scaled by 1/1000, the transport JVP without
 stop-gradient, boundary ‖ν‖².
 """
 
@@ -74,7 +74,7 @@ class VGGFlow(Method):
 
     # ------------------------------------------------------------------ pieces
     def transition_indices(self) -> Tensor:
-        """One random index per bin of the grid steps 1..K-1, plus the last step K-1 (spec §3.5)."""
+        """One random index per bin of the grid steps 1..K-1, plus the last step K-1 (theory §6.5)."""
         inner = torch.arange(1, self.solver_steps)
         bins = torch.tensor_split(inner, min(self.n_bins, inner.numel()))
         picks = [b[torch.randint(0, b.numel(), ())] for b in bins if b.numel()]
@@ -102,7 +102,7 @@ class VGGFlow(Method):
                             x, t, g, self.beta, eps, self.fd_eps_t, self.code_compat, self.cond, v_base)
 
     def boundary_loss(self, x1: Tensor, threshold) -> Tensor:
-        """L_bnd = ‖g_φ(x1, 1) + ∇r(x1)‖² (spec §3.2 Eq. 13). At t = 1, x̂1 = x1 and η_1 = 1, so this is
+        """L_bnd = ‖g_φ(x1, 1) + ∇r(x1)‖² (theory §6.2 Eq. 13). At t = 1, x̂1 = x1 and η_1 = 1, so this is
         ‖ν_φ(x1, 1) - (clip(∇r) - ∇r)‖²: zero for ν when nothing is clipped. Clipping changes the heuristic's
         terminal value, and ν must restore the true terminal condition g(x, 1) = -∇r(x) — otherwise the clip
         biases the optimum (measured: on ``gaussian`` the variance stalls at 0.39 instead of 0.31).

@@ -9,12 +9,12 @@ from flowlite.methods.adjoint_matching import AdjointMatching
 
 
 class VGGFlowPMP(AdjointMatching):
-    """VGG-Flow-PMP, the deterministic co-state variant (spec §3.9, App. A.2 "deterministic adjoint matching"):
+    """VGG-Flow-PMP, the deterministic co-state variant (theory §6.9, App. A.2 "deterministic adjoint matching"):
     sample the current model's *ODE*, solve the lean adjoint backwards along it (a_K = -β∇r(X_1),
     a_k = a_{k+1} + h J_{v_base}ᵀ a_{k+1}: ``lean_adjoint`` with σ ≡ 0), and regress ‖Δv + a‖².
 
     Its fixed point is Δv* = -β∇V of the deterministic control problem — VGG-Flow's optimum, not the KL tilt
-    (spec §8.4) — so it cross-checks VGG-Flow with a second estimator of the same target.
+    (theory §6.10) — so it cross-checks VGG-Flow with a second estimator of the same target.
     """
 
     name = "vgg-flow-pmp"

@@ -1,4 +1,4 @@
-"""The reward seam: any ``nn.Module`` with ``forward(x, cond=None) -> (B,)`` (DESIGN §2)."""
+"""The reward seam: any ``nn.Module`` with ``forward(x, cond=None) -> (B,)`` (theory §1.4)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ MISSING = {
 
 
 class HPSv2Reward(Reward):
-    """r(x, prompt) = cos(ê_image, ê_text) of HPSv2's open_clip ViT-H-14 (spec §3.6: HPSv2.1, raw score ≈ 0.2–0.35).
+    """r(x, prompt) = cos(ê_image, ê_text) of HPSv2's open_clip ViT-H-14 (theory §6.6: HPSv2.1, raw score ≈ 0.2–0.35).
 
     ``checkpoint``: a local ``HPS_v2.1_compressed.pt`` (read with ``weights_only=True``); ``clip_pretrained``: the
     open_clip tag or local file of the ViT-H-14 it starts from. Preprocessing is flowlite's torch CLIP preprocessing

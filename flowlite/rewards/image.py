@@ -1,4 +1,4 @@
-"""Differentiable image rewards on transformers' ``CLIPModel`` (spec §3.6; ecosystem §5).
+"""Differentiable image rewards on transformers' ``CLIPModel`` (theory §6.6; theory §12.4).
 
 Images are (B, 3, H, W) in [0, 1]; preprocessing (bicubic resize of the short side, centre crop, CLIP mean/std) is
 done in torch so gradients reach the pixels, and through ``LatentReward`` the latents.

@@ -61,10 +61,10 @@ def adapters_disabled(transformer: nn.Module):
 
 
 class SD3Flow(FlowModel):
-    """A ``FlowModel`` over diffusers' ``SD3Transformer2DModel`` with a peft LoRA adapter (spec §1.2, §3.5).
+    """A ``FlowModel`` over diffusers' ``SD3Transformer2DModel`` with a peft LoRA adapter (theory §1.2, §6.5).
 
     v_θ(x, t, c) = -w_cfg,  w_cfg = sg(w_u) + s (w_c - sg(w_u))  with  w = transformer(x, 1000·(1 - t), c):
-    the parameter gradient flows through the conditional branch only (spec §3.5, the VGG-Flow code).
+    the parameter gradient flows through the conditional branch only (theory §6.5, the VGG-Flow code).
     ``base_velocity`` is the same CFG field with the adapter disabled, differentiable in x (the lean adjoint needs
     its VJPs). Without negative embeddings, or with ``guidance_scale`` <= 1, no CFG is applied.
 

@@ -15,7 +15,7 @@ from flowlite.hub import check_pretrained
 
 def freeze_pipeline(pipe):
     """eval() and requires_grad_(False) on every module of a pipeline (modules built from configs start in train
-    mode, and T5's dropout would make outputs random: ecosystem §2)."""
+    mode, and T5's dropout would make outputs random: theory §12.1)."""
     for _, module in pipe.components.items():
         if isinstance(module, nn.Module):
             module.eval().requires_grad_(False)
@@ -49,6 +49,6 @@ def load_sd3(pretrained: str | Path, dtype: torch.dtype | None = None, device: s
 
 
 def _lacks_t5(folder: Path) -> bool:
-    """A pipeline saved without T5 lists text_encoder_3 as [null, null] (ecosystem §2 pitfall 4)."""
+    """A pipeline saved without T5 lists text_encoder_3 as [null, null] (theory §12.1 pitfall 4)."""
     index = json.loads((folder / "model_index.json").read_text())
     return index.get("text_encoder_3", [None, None])[0] is None

@@ -1,4 +1,4 @@
-"""SD3Flow's LoRA adapter as a file in the diffusers format (ecosystem §3).
+"""SD3Flow's LoRA adapter as a file in the diffusers format (theory §12.2).
 
 Saving goes through ``StableDiffusion3Pipeline.save_lora_weights`` with ``get_peft_model_state_dict`` straight in
 (never ``convert_state_dict_to_diffusers``, which silently drops the to_q/k/v/out weights on SD3) and the adapter's

@@ -15,7 +15,7 @@ from flowlite.rewards.base import Reward
 
 
 def decode_latents(vae: nn.Module, latents: Tensor) -> Tensor:
-    """Images in [0, 1], (B, 3, H, W): vae.decode(z / scaling + shift) mapped from [-1, 1] and clamped (spec §1.2).
+    """Images in [0, 1], (B, 3, H, W): vae.decode(z / scaling + shift) mapped from [-1, 1] and clamped (theory §1.2).
     Differentiable; computed in the VAE's dtype and returned in the latents' dtype."""
     z = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
     images = vae.decode(z, return_dict=False)[0]

@@ -19,7 +19,7 @@ def train_base(mixture: GaussianMixture, train_steps: int = 4000, batch_size: in
                progress: bool = True, **train_kwargs) -> tuple[MLPVelocity, TrainResult]:
     """Fit an MLP velocity to a mixture by flow matching (Adam, one-cycle schedule to ``max_lr``).
 
-    Defaults follow spec §10.5: 4 layers of width 256, SiLU, sinusoidal time features, batch 2048.
+    Defaults follow theory §11.2: 4 layers of width 256, SiLU, sinusoidal time features, batch 2048.
     """
     torch.manual_seed(seed)
     net = net or MLPVelocity(mixture.dim, width=256, depth=4)

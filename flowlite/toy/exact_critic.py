@@ -10,7 +10,7 @@ from flowlite.toy.rewards import LinearReward, QuadraticReward
 
 
 def exact_critic(base: GaussianMixture, reward, x: Tensor, t: Tensor | float) -> Tensor:
-    """E_base[r(X1) | X_t = x] under the linear path, in closed form (spec §8.3 posterior):
+    """E_base[r(X1) | X_t = x] under the linear path, in closed form (theory §9.3 posterior):
     a mixture with weights w_k, means m_k, covariances C_k, so for r = -½(x - m)ᵀA(x - m) + c
         E[r] = Σ_k w_k [ -½ (m_k - m)ᵀA(m_k - m) - ½ tr(A C_k) ] + c,     and for r = bᵀx + c: Σ_k w_k bᵀm_k + c.
     This is also the value a critic learns by Monte-Carlo regression on *memoryless*-SDE trajectories, whose

@@ -1,7 +1,7 @@
-"""Gaussian mixtures: the 2-D world where every target is known in closed form (spec §8).
+"""Gaussian mixtures: the 2-D world where every target is known in closed form (theory §9).
 
 ``GaussianMixture`` samples, evaluates log-density and score, gives the *exact* flow-matching velocity of
-the linear path (spec §8.3) and tilts itself by exp(β r) for quadratic and linear rewards (spec §8.2).
+the linear path (theory §9.3) and tilts itself by exp(β r) for quadratic and linear rewards (theory §9.2).
 The exact optimal fine-tuned velocity is therefore ``base.tilt(reward, beta).velocity``.
 """
 
@@ -120,7 +120,7 @@ class GaussianMixture:
 
     # ------------------------------------------------------------------ the linear path
     def marginal(self, t: float) -> "GaussianMixture":
-        """p_t = Σ_k π_k N(t μ_k, (1 - t)² I + t² Σ_k) for a scalar t (spec §8.3)."""
+        """p_t = Σ_k π_k N(t μ_k, (1 - t)² I + t² Σ_k) for a scalar t (theory §9.3)."""
         eye = torch.eye(self.dim, dtype=self.covs.dtype)
         return GaussianMixture(self.weights, t * self.means, (1 - t) ** 2 * eye + t**2 * self.covs,
                                dtype=self.means.dtype)
@@ -140,7 +140,7 @@ class GaussianMixture:
         return w, solved, t3, eye
 
     def velocity(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """Exact FM velocity v(x, t) = Σ_k w_k [μ_k + (tΣ_k - (1 - t)I) S_k⁻¹ (x - tμ_k)]  (spec §8.3)."""
+        """Exact FM velocity v(x, t) = Σ_k w_k [μ_k + (tΣ_k - (1 - t)I) S_k⁻¹ (x - tμ_k)]  (theory §9.3)."""
         w, solved, t3, eye = self._path_terms(x, t)
         gain = t3 * self.covs.unsqueeze(0) - (1 - t3) * eye
         per_comp = self.means.unsqueeze(0) + (gain @ solved.unsqueeze(-1)).squeeze(-1)
@@ -162,7 +162,7 @@ class GaussianMixture:
         post_cov = covs - t3**2 * covs @ torch.linalg.solve(cov_t, covs.expand(n, -1, -1, -1))
         return w, means, post_cov
 
-    # ------------------------------------------------------------------ tilts (spec §8.2)
+    # ------------------------------------------------------------------ tilts (theory §9.2)
     def tilt(self, reward, beta: float) -> "GaussianMixture":
         """The mixture ∝ p(x)·exp(β r(x)), in closed form when the reward allows it (``reward.tilt``, a ``ToyReward``
         of ``flowlite.toy.rewards``)."""

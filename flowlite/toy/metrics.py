@@ -1,4 +1,4 @@
-"""Distances between samples and a known 2-D target, and their noise floors (spec §8.5, §10.4).
+"""Distances between samples and a known 2-D target, and their noise floors (theory §9.4, §10).
 
 * ``mode_mass_error``: total variation between the target's component weights and the mean posterior
   responsibilities of the samples under the target. Unbiased for overlapping modes; floor ∝ 1/√n.

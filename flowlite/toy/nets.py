@@ -17,7 +17,7 @@ class MLPVelocity(nn.Module):
     """v(x, t) = MLP([x, emb(t)]) with SiLU activations.
 
     ``zero_init=True`` zeroes the output layer so the network starts as the zero field: a residual on top of a
-    frozen base then starts exactly at the base (DESIGN §2). ``max_frequency`` bounds the time features: a base
+    frozen base then starts exactly at the base (theory §9.3). ``max_frequency`` bounds the time features: a base
     trained on continuous t can use high ones; a residual trained on a fixed time grid needs low ones, or it
     cannot interpolate between grid times.
     """

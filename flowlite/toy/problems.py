@@ -1,6 +1,6 @@
 """Benchmark problems: a base Gaussian mixture, a toy reward and β, read from ``data/problems/*.json``.
 
-Each problem knows its exact KL-tilted target p* ∝ p_base exp(β r) (spec §8.2) and builds a ``ToyFlow`` on
+Each problem knows its exact KL-tilted target p* ∝ p_base exp(β r) (theory §9.2) and builds a ``ToyFlow`` on
 either the exact base velocity or the shipped trained base MLP (``data/bases/<base_name>.safetensors``).
 """
 

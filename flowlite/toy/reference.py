@@ -1,5 +1,5 @@
 """Exact targets of the deterministic-control objective that VGG-Flow (and any ODE-based value method) solves
-(spec §3.1, §8.4):  min E[(1/2β) ∫‖v - v_base‖² dt - r(x_1)] along the ODE. Not the KL tilt.
+(theory §6.1, §6.10):  min E[(1/2β) ∫‖v - v_base‖² dt - r(x_1)] along the ODE. Not the KL tilt.
 
 * Single Gaussian base N(μ, s²I), quadratic reward with A = aI: the base flow map is T(x0) = μ + s x0, the
   controllability Gramian is G = πs/2, and each particle lands on the prox point
@@ -23,7 +23,7 @@ from flowlite.toy.rewards import QuadraticReward
 def gaussian_deterministic_optimum(base: GaussianMixture, reward: QuadraticReward, beta: float
                                    ) -> tuple[Tensor, Tensor]:
     """(mean, covariance) of the deterministic-control optimum for a one-component isotropic base and
-    A = aI (spec §8.4). Raises ValueError otherwise."""
+    A = aI (theory §6.10). Raises ValueError otherwise."""
     s, a = _isotropic_quadratic(base, reward)
     s2 = s * s
     cov = base.covs[0]
@@ -50,7 +50,7 @@ def _isotropic_quadratic(base: GaussianMixture, reward: QuadraticReward) -> tupl
 
 def gaussian_value_gradient(base: GaussianMixture, reward: QuadraticReward, beta: float):
     """The exact value gradient ∇V(x, t) of the deterministic control problem for a single Gaussian base
-    N(μ, s²I) and r = -a/2‖x - m‖² (spec §8.4), as a function ``(x, t) -> (B, d)``:
+    N(μ, s²I) and r = -a/2‖x - m‖² (theory §6.10), as a function ``(x, t) -> (B, d)``:
 
         ∇V(x, t) = aΦ_t (T_t(x) - m) / (1 + βaG_t),   T_t(x) = μ + Φ_t (x - tμ),
         Φ_t = s / sqrt((1 - t)² + t²s²),   G_t = ∫_t^1 Φ_u² du = s[arctan s - arctan(((1 + s²)t - 1)/s)],

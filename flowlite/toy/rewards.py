@@ -1,4 +1,4 @@
-"""Differentiable 2-D rewards; quadratic and linear ones tilt a Gaussian mixture in closed form (spec §8.2)."""
+"""Differentiable 2-D rewards; quadratic and linear ones tilt a Gaussian mixture in closed form (theory §9.2)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import time
 import torch
 
 from adjoint_matching import minimal_iteration_factory, per_iteration
-from flowlite.jobs.bench import CountingReward
+from flowlite.rewards.counting import CountingReward
 from flowlite.finetune import finetune
 from flowlite.toy.flow import ExactMixtureVelocity, default_residual
 from flowlite.methods import METHODS, build_method

@@ -9,9 +9,9 @@ of starting noises per problem (common random numbers, so methods differ by thei
 * mean reward; per-mode mass error against the tilt; KL(tilt ‖ model) and KL(base ‖ model) by smoothed histograms
   (distance to the tilt and to the base, theory §10); energy distance to exact tilt samples;
 * CPU seconds of training (one torch thread; set-up included, evaluation excluded) and wall seconds;
-* reward-gradient evaluations: samples at which ∇r was taken (:class:`CountingReward`);
+* reward-gradient evaluations: samples at which ∇r was taken (``rewards.counting.CountingReward``);
 * for ``vgg-flow`` and ``vgg-flow-pmp``: energy distance to their own target, the deterministic-control optimum
-  (``flowlite.reference``; closed form for a single Gaussian, else per-particle optimal controls on the first
+  (``flowlite.toy.reference``; closed form for a single Gaussian, else per-particle optimal controls on the first
   ``own_optimum_n`` evaluation noises), which is not the tilt (theory §2, §6.10).
 
 A budget is either ``iterations`` (the same count for every method), ``budget_seconds`` (CPU seconds of training per
@@ -36,7 +36,7 @@ from flowlite.errors import FlowliteError
 from flowlite.finetune import finetune
 from flowlite.jobs.bench_report import aggregate, json_ready, plot_curves, plot_samples_grid, summary_markdown
 from flowlite.methods import METHODS, build_method
-from flowlite.rewards.base import Reward
+from flowlite.rewards.counting import CountingReward
 from flowlite.solvers import sample_ode
 from flowlite.toy.metrics import energy_distance, histogram_kl, mode_mass_error, noise_floor, score
 from flowlite.toy.problems import load_problem
@@ -48,29 +48,6 @@ CURVE_SAMPLES = 1000
 METRICS = ("mean_reward", "mode_error", "kl_to_tilt", "kl_to_base", "energy_to_tilt", "cpu_seconds",
            "wall_seconds", "iterations", "reward_grad_evals")
 """Per-run numbers in ``summary.json`` (plus ``energy_to_own_optimum`` for ``OWN_OPTIMUM_METHODS``)."""
-
-
-class CountingReward(Reward):
-    """Wraps a reward and counts the samples it scores, and those where a gradient can flow back to x
-    (``x.requires_grad`` under grad mode: reward backprop, adjoint terminal conditions, value-gradient inits)."""
-
-    def __init__(self, reward):
-        super().__init__()
-        self.inner = reward
-        self.evaluations = 0
-        self.gradient_evaluations = 0
-
-    def forward(self, x: Tensor, cond=None) -> Tensor:
-        self.evaluations += x.shape[0]
-        if torch.is_grad_enabled() and x.requires_grad:
-            self.gradient_evaluations += x.shape[0]
-        return self.inner(x, cond)
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(super().__getattr__("inner"), name)
 
 
 def check_names(problems, methods) -> tuple[list[str], list[str]]:

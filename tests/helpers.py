@@ -2,7 +2,7 @@
 
 import torch
 
-from flowlite.metrics import histogram_kl, mode_mass_error, noise_floor
+from flowlite.toy.metrics import histogram_kl, mode_mass_error, noise_floor
 
 _FLOORS: dict = {}
 
@@ -23,3 +23,4 @@ def averaged_metrics(sampler, mixture, n=4000, batches=4, seed=0):
     kl = sum(histogram_kl(x, mixture) for x in xs) / batches
     return {"mode_error": mode, "kl": kl,
             "mode_floor": floor(mode_mass_error, mixture, n), "kl_floor": floor(histogram_kl, mixture, n)}
+TINY_PROMPTS = ["a photo of a cat", "a red square"]  # the tiny SD3 fixtures encode these

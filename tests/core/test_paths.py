@@ -1,10 +1,9 @@
-"""Path identities: interpolation, x̂1, score <-> velocity, memoryless σ, SD3 time conversion."""
+"""Path identities: interpolation, x̂1, score <-> velocity, memoryless σ."""
 
 import torch
 
-from flowlite.paths import (interpolate, memoryless_sigma, score_from_velocity, sd3_sigma_from_time, shift_sigma,
-                            time_from_sd3_sigma, velocity_from_score, x_hat_1)
-from flowlite.problems import load_problem
+from flowlite.paths import interpolate, memoryless_sigma, score_from_velocity, velocity_from_score, x_hat_1
+from flowlite.toy.problems import load_problem
 
 
 def test_score_and_velocity_round_trip_on_the_exact_mixture():
@@ -26,9 +25,3 @@ def test_interpolation_endpoints_and_memoryless_sigma():
     t = torch.tensor([0.25, 0.5])
     assert torch.allclose(memoryless_sigma(t), torch.sqrt(2 * (1 - t) / t))
     assert torch.isfinite(memoryless_sigma(torch.tensor(0.0), offset=0.02))
-
-
-def test_sd3_conversion_and_shift():
-    t = torch.tensor([0.0, 0.3, 1.0])
-    assert torch.allclose(time_from_sd3_sigma(sd3_sigma_from_time(t)), t)
-    assert torch.allclose(shift_sigma(torch.tensor([0.0, 0.5, 1.0]), 3.0), torch.tensor([0.0, 0.75, 1.0]))

@@ -16,10 +16,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from flowlite.checkpoint import list_checkpoints
-from flowlite.cli import main
-from flowlite.sd3_job import METHOD_NAMES
+from flowlite.jobs.cli import main
+from flowlite.methods import METHODS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
@@ -47,13 +47,13 @@ def png(path):
     return np.asarray(Image.open(path)).astype(int)
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_tiny_run_writes_lora_config_metrics_and_eval_grid(prompts, tmp_path, method):
     out = tmp_path / "run"
-    assert sd3(prompts, out, "--steps", "2", "--eval-every", "2", "--checkpoint-every", "2", method=method) == 0
+    assert sd3(prompts, out, "--train-steps", "2", "--eval-every", "2", "--checkpoint-every", "2", method=method) == 0
 
     config = json.loads((out / "config.json").read_text())
-    assert config["method"] == method and config["tiny"] and config["steps"] == 2 and config["solver_steps"] == 2
+    assert config["method"] == method and config["tiny"] and config["train_steps"] == 2 and config["solver_steps"] == 2
     assert config["recipe_source"] and "torch" in config["versions"]
     assert config["reproduce"].startswith("python -m flowlite sd3 --tiny --method " + method)
     weights = lora(out / "lora")
@@ -71,9 +71,9 @@ def test_tiny_run_writes_lora_config_metrics_and_eval_grid(prompts, tmp_path, me
 
 def test_resume_then_continue_equals_an_uninterrupted_run(prompts, tmp_path):
     common = ("--checkpoint-every", "2", "--eval-every", "2", "--lr", "0.01", "--grad-accum", "2")
-    assert sd3(prompts, tmp_path / "straight", "--steps", "4", *common, method="adjoint-matching") == 0
-    assert sd3(prompts, tmp_path / "resumed", "--steps", "2", *common, method="adjoint-matching") == 0
-    assert sd3(prompts, tmp_path / "resumed", "--steps", "4", "--resume", "latest", *common,
+    assert sd3(prompts, tmp_path / "straight", "--train-steps", "4", *common, method="adjoint-matching") == 0
+    assert sd3(prompts, tmp_path / "resumed", "--train-steps", "2", *common, method="adjoint-matching") == 0
+    assert sd3(prompts, tmp_path / "resumed", "--train-steps", "4", "--resume", "latest", *common,
                method="adjoint-matching") == 0
 
     a, b = lora(tmp_path / "straight" / "lora"), lora(tmp_path / "resumed" / "lora")
@@ -85,7 +85,7 @@ def test_resume_then_continue_equals_an_uninterrupted_run(prompts, tmp_path):
 
 def test_rotation_keeps_keep_last_and_a_failed_checkpoint_leaves_the_previous_intact(prompts, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    assert sd3(prompts, out, "--steps", "3", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "3") == 0
+    assert sd3(prompts, out, "--train-steps", "3", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "3") == 0
     kept = list_checkpoints(out / "checkpoints")
     assert [p.name for p in kept] == ["step_0000002", "step_0000003"]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000002", "step_0000003"]
@@ -93,9 +93,9 @@ def test_rotation_keeps_keep_last_and_a_failed_checkpoint_leaves_the_previous_in
         assert {"model.safetensors", "training_state.pt"} <= {p.name for p in folder.iterdir()}
         assert (folder / "lora" / LORA_FILE).is_file()
 
-    import flowlite.sd3_lora
+    import flowlite.jobs.image_job as image_job
 
-    real = flowlite.sd3_lora.save_lora
+    real = image_job.save_lora
     calls = []
 
     def crash_on_second(flow, directory):  # the disk fills up while the step-5 checkpoint is being written
@@ -104,14 +104,14 @@ def test_rotation_keeps_keep_last_and_a_failed_checkpoint_leaves_the_previous_in
             raise OSError("no space left on device")
         return real(flow, directory)
 
-    monkeypatch.setattr(flowlite.sd3_lora, "save_lora", crash_on_second)
+    monkeypatch.setattr(image_job, "save_lora", crash_on_second)
     with pytest.raises(OSError):
-        sd3(prompts, out, "--steps", "6", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "6",
+        sd3(prompts, out, "--train-steps", "6", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "6",
             "--resume", "latest")
     kept = list_checkpoints(out / "checkpoints")
     assert [p.name for p in kept] == ["step_0000003", "step_0000004"]  # step 5 never appeared, half-written
-    monkeypatch.setattr(flowlite.sd3_lora, "save_lora", real)
-    assert sd3(prompts, out, "--steps", "5", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "5",
+    monkeypatch.setattr(image_job, "save_lora", real)
+    assert sd3(prompts, out, "--train-steps", "5", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "5",
                "--resume", "latest") == 0
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_0000004", "step_0000005"]
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp")]
@@ -119,7 +119,7 @@ def test_rotation_keeps_keep_last_and_a_failed_checkpoint_leaves_the_previous_in
 
 def test_sd3_sample_reproduces_the_training_time_evaluation_image(prompts, tmp_path):
     out = tmp_path / "run"
-    assert sd3(prompts, out, "--steps", "2", "--eval-every", "2", "--lr", "0.05") == 0
+    assert sd3(prompts, out, "--train-steps", "2", "--eval-every", "2", "--lr", "0.05") == 0
     samples = tmp_path / "samples"
     assert main(["sd3-sample", "--lora", str(out), "--prompt", "lobster", "--seed", "1", "--output",
                  str(samples)]) == 0
@@ -157,7 +157,7 @@ def test_sd3_sample_on_a_folder_that_is_not_a_run_gets_one_error_line(tmp_path, 
 
 def test_gradient_checkpointing_gives_the_same_update(prompts, tmp_path):
     for name, extra in (("plain", ()), ("checkpointed", ("--gradient-checkpointing",))):
-        assert sd3(prompts, tmp_path / name, "--steps", "1", "--lr", "0.01", "--eval-every", "1", *extra,
+        assert sd3(prompts, tmp_path / name, "--train-steps", "1", "--lr", "0.01", "--eval-every", "1", *extra,
                    method="adjoint-matching") == 0
     a, b = lora(tmp_path / "plain" / "lora"), lora(tmp_path / "checkpointed" / "lora")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -167,21 +167,21 @@ def test_gradient_checkpointing_gives_the_same_update(prompts, tmp_path):
 def test_pretrained_folders_load_as_a_users_would(prompts, tmp_path):
     """Not --tiny: the SD3 and reward weights come from folders written with save_pretrained (as from the hub)."""
     from flowlite.rewards.image import PickScore
-    from flowlite.sd3_tiny import build_tiny_sd3
+    from flowlite.sd3.tiny import build_tiny_sd3
 
     build_tiny_sd3(seed=3).save_pretrained(tmp_path / "sd3")
     PickScore.tiny(seed=4).save_pretrained(tmp_path / "pickscore")
     out = tmp_path / "run"
-    small = ("--steps", "1", "--grad-accum", "1", "--eval-every", "1", "--eval-seeds", "2", "--checkpoint-every", "1",
+    small = ("--train-steps", "1", "--grad-accum", "1", "--eval-every", "1", "--eval-seeds", "2", "--checkpoint-every", "1",
              "--max-sequence-length", "32", "--mixed-precision", "no", "--rank", "4", "--guidance-scale", "1",
-             "--beta", "1", "--height", "16", "--width", "16", "--lr", "0.05")
+             "--height", "16", "--width", "16", "--lr", "0.05")
     argv = ["sd3", "--method", "refl", "--reward", "pickscore", "--prompts", str(prompts / "train.txt"),
             "--eval-prompts", str(prompts / "eval.txt"), "--pretrained", str(tmp_path / "sd3"), "--reward-pretrained",
             str(tmp_path / "pickscore"), "--output", str(out), "--solver-steps", "2", "--eval-steps", "2",
             "--batch-size", "2", "--quiet", *small]
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
-    assert not config["tiny"] and config["pretrained"] == str(tmp_path / "sd3") and config["beta"] == 1.0
+    assert not config["tiny"] and config["pretrained"] == str(tmp_path / "sd3") and config["beta"] is None
     assert not (out / "base").exists()
     assert main(["sd3-sample", "--lora", str(out), "--prompt", "snail", "--seed", "0", "--output",
                  str(tmp_path / "snail.png")]) == 0
@@ -191,7 +191,8 @@ def test_pretrained_folders_load_as_a_users_would(prompts, tmp_path):
 def test_reward_vae_decodes_for_the_training_reward_only(prompts, tmp_path):
     from diffusers import AutoencoderKL, AutoencoderTiny
 
-    from flowlite.sd3_job import Processes, build_job, resolve_config
+    from flowlite.jobs.image_job import Processes, build_job
+    from flowlite.jobs.image_settings import resolve_config
 
     AutoencoderTiny(encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), num_encoder_blocks=(1, 1),
                     num_decoder_blocks=(1, 1), latent_channels=16, shift_factor=0.0609,
@@ -203,7 +204,7 @@ def test_reward_vae_decodes_for_the_training_reward_only(prompts, tmp_path):
     assert isinstance(job.evaluator.reward.vae, AutoencoderKL) and job.evaluator.reward.vae is job.pipe.vae
     z = torch.randn(2, 16, 8, 8)
     assert not torch.allclose(job.method.reward.decode(z), job.evaluator.reward.decode(z))
-    assert sd3(prompts, tmp_path / "run", "--steps", "1", "--eval-every", "1", "--reward-vae", str(tmp_path / "taesd")) == 0
+    assert sd3(prompts, tmp_path / "run", "--train-steps", "1", "--eval-every", "1", "--reward-vae", str(tmp_path / "taesd")) == 0
 
 
 def test_dry_run_prints_seconds_per_step_and_peak_memory_and_writes_nothing(prompts, tmp_path, capsys):
@@ -224,7 +225,7 @@ def test_two_cpu_processes_share_the_loss_and_keep_identical_lora(prompts, tmp_p
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", port,
            "-m", "flowlite", "sd3", "--tiny", "--method", "adjoint-matching", "--reward", "aesthetic",
            "--prompts", str(prompts / "train.txt"), "--eval-prompts", str(prompts / "eval.txt"),
-           "--output", str(out), "--steps", "2", "--solver-steps", "2", "--eval-steps", "2", "--batch-size", "2",
+           "--output", str(out), "--train-steps", "2", "--solver-steps", "2", "--eval-steps", "2", "--batch-size", "2",
            "--eval-every", "2", "--checkpoint-every", "2", "--lr", "0.01", "--quiet"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,24 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from flowlite.cli import main
+from flowlite.jobs.cli import main
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def run(capsys):
-    """Run the command line in-process (imports once); returns returncode, stdout, stderr like subprocess."""
-
-    def _run(*args):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
-
-    return _run
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_lists_the_jobs_as_a_module():
@@ -78,14 +63,14 @@ def test_targets_writes_a_figure_and_a_table(run, tmp_path):
 def test_finetune_writes_samples_metrics_figure_and_checkpoint_and_resumes(run, tmp_path):
     args = ["finetune", "--problem", "weak", "--method", "adjoint-matching", "--batch-size", "32",
             "--solver-steps", "10", "--out", str(tmp_path), "--quiet"]
-    out = run(*args, "--steps", "4")
+    out = run(*args, "--train-steps", "4")
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert {"mode_error", "kl", "mean_reward", "base", "cpu_seconds"} <= set(metrics)
+    assert {"mode_error", "kl_to_tilt", "mean_reward", "base", "cpu_seconds", "train_steps"} <= set(metrics)
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples.safetensors").is_file()
     assert (tmp_path / "checkpoints" / "step_0000004").is_dir()
     assert json.loads((tmp_path / "config.json").read_text())["method"] == "adjoint-matching"
-    out = run(*args, "--steps", "6", "--resume")
+    out = run(*args, "--train-steps", "6", "--resume")
     assert out.returncode == 0, out.stderr
     rows = (tmp_path / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 6  # header + steps 1..6, the first four from the first run

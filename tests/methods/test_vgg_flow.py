@@ -1,16 +1,16 @@
-"""VGG-Flow pieces against exact references: the HJB residual of the exact value gradient (spec §8.4 LQ case),
+"""VGG-Flow pieces against exact references: the HJB residual of the exact value gradient (theory §6.10 LQ case),
 the stop-gradients, and the deterministic-control reference."""
 
 import pytest
 import torch
 
-from flowlite.flows import ExactMixtureVelocity
+from flowlite.toy.flow import ExactMixtureVelocity
 from flowlite.methods import build_method
 from flowlite.methods.vgg_flow import VGGFlow
-from flowlite.problems import load_problem
-from flowlite.gmm import GaussianMixture
-from flowlite.reference import deterministic_control_samples, gaussian_deterministic_optimum, gaussian_value_gradient
-from flowlite.rewards.toy import QuadraticReward
+from flowlite.toy.problems import load_problem
+from flowlite.toy.gmm import GaussianMixture
+from flowlite.toy.reference import deterministic_control_samples, gaussian_deterministic_optimum, gaussian_value_gradient
+from flowlite.toy.rewards import QuadraticReward
 from flowlite.value import hjb_residual
 
 
@@ -54,7 +54,7 @@ def test_hjb_residual_of_the_exact_value_gradient_vanishes_as_the_step_shrinks(c
 def test_matching_moves_only_theta_and_value_losses_move_only_phi():
     problem = load_problem("reweight")
     torch.manual_seed(0)
-    method = VGGFlow(problem.flow("exact"), problem.reward, problem.beta, batch_size=32, steps=10)
+    method = VGGFlow(problem.flow("exact"), problem.reward, problem.beta, batch_size=32, solver_steps=10)
     with torch.no_grad():  # make both networks non-trivial so every gradient path is live
         for p in list(method.model.trainable_parameters()) + list(method.value_gradient.correction.parameters()):
             p.add_(0.01 * torch.randn_like(p))
@@ -76,7 +76,7 @@ def test_matching_moves_only_theta_and_value_losses_move_only_phi():
 def test_open_loop_reference_matches_the_gaussian_closed_form():
     problem = load_problem("gaussian")
     mean, cov = gaussian_deterministic_optimum(problem.base, problem.reward, problem.beta)
-    assert abs(mean[0].item() - 0.880) < 1e-3 and abs(cov[0, 0].item() - 0.314) < 1e-3  # spec §8.4 numbers
+    assert abs(mean[0].item() - 0.880) < 1e-3 and abs(cov[0, 0].item() - 0.314) < 1e-3  # theory §6.10 numbers
     torch.manual_seed(0)
     v = ExactMixtureVelocity(problem.base)
     x1 = deterministic_control_samples(v, problem.reward, problem.beta, torch.randn(1000, 2), steps=40,
@@ -86,7 +86,7 @@ def test_open_loop_reference_matches_the_gaussian_closed_form():
 
 
 def test_code_compat_residual_differs_by_the_thousandfold_time_scale():
-    """The official code's residual is the paper's with ∂_t g scaled by 1/1000 (spec §3.4 item 3): on the exact
+    """The official code's residual is the paper's with ∂_t g scaled by 1/1000 (theory §6.4 item 3): on the exact
     value gradient the difference is (1/1000 - 1)·∂_t g, with ∂_t g from autograd."""
     problem = load_problem("gaussian")
     g_fn = gaussian_value_gradient(problem.base, problem.reward.double(), problem.beta)
@@ -104,13 +104,13 @@ def test_code_compat_residual_differs_by_the_thousandfold_time_scale():
 
 def _closed_form_errors(method, problem, steps):
     from flowlite.finetune import finetune
-    from flowlite.solvers import solve_ode
+    from flowlite.solvers import sample_ode
 
-    defaults = {k: v for k, v in method.default_training.items() if k != "steps"}
+    defaults = {k: v for k, v in method.default_training.items() if k != "train_steps"}
     finetune(method, steps, progress=False, **defaults)
     x0 = torch.randn(4000, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        x = solve_ode(method.model.velocity, x0, steps=50, method="heun", store=False).final
+        x = sample_ode(method.model.velocity, x0)
     mean, cov = gaussian_deterministic_optimum(problem.base, problem.reward, problem.beta)
     return (x.mean(0)[0] / mean[0] - 1).abs().item(), (x.var(0).mean() / cov[0, 0] - 1).abs().item()
 
@@ -119,10 +119,10 @@ def _closed_form_errors(method, problem, steps):
 def test_reaches_the_deterministic_control_closed_form(name, steps):
     """Spec §8.4: on N(0, I) with r = -½‖x - (2, 0)‖², β = 0.5, the deterministic-control optimum has mean 0.880
     and variance 0.314 (the KL tilt: 0.667 / 0.667). VGG-Flow (≈ 45 CPU-s) and its co-state variant VGG-Flow-PMP
-    (spec §3.9, ≈ 20 CPU-s), two estimators of the same target, both land within 10 %."""
+    (theory §6.9, ≈ 20 CPU-s), two estimators of the same target, both land within 10 %."""
     problem = load_problem("gaussian")
     torch.manual_seed(0)
-    method, _ = build_method(name, problem.flow("exact"), problem.reward, problem.beta, batch_size=256, steps=20)
+    method, _ = build_method(name, problem.flow("exact"), problem.reward, problem.beta, batch_size=256, solver_steps=20)
     mean_error, var_error = _closed_form_errors(method, problem, steps)
     assert mean_error < 0.1 and var_error < 0.1, (mean_error, var_error)
 
@@ -131,19 +131,19 @@ def test_vgg_flow_on_a_mixture_moves_toward_its_own_optimum():
     """On ``kill`` (three modes, strong quadratic reward) VGG-Flow raises the reward and ends closer (energy
     distance) to the per-particle deterministic-control reference than to the base."""
     from flowlite.finetune import finetune
-    from flowlite.metrics import energy_distance
-    from flowlite.solvers import solve_ode
+    from flowlite.toy.metrics import energy_distance
+    from flowlite.solvers import sample_ode
 
     problem = load_problem("kill")
     torch.manual_seed(0)
-    method = VGGFlow(problem.flow("exact"), problem.reward, problem.beta, batch_size=128, steps=20)
-    finetune(method, 120, progress=False, **{k: v for k, v in method.default_training.items() if k != "steps"})
+    method = VGGFlow(problem.flow("exact"), problem.reward, problem.beta, batch_size=128, solver_steps=20)
+    finetune(method, 120, progress=False, **{k: v for k, v in method.default_training.items() if k != "train_steps"})
     x0 = torch.randn(600, 2, generator=torch.Generator().manual_seed(1))
     v_base = ExactMixtureVelocity(problem.base)
     reference = deterministic_control_samples(lambda x, t, c=None: v_base(x, t), problem.reward, problem.beta,
                                               x0, steps=20, iterations=150)
     with torch.no_grad():
-        tuned = solve_ode(method.model.velocity, x0, steps=50, method="heun", store=False).final
-        base = solve_ode(method.model.base_velocity, x0, steps=50, method="heun", store=False).final
+        tuned = sample_ode(method.model.velocity, x0)
+        base = sample_ode(method.model.base_velocity, x0)
     assert problem.reward(tuned).mean() > problem.reward(base).mean() + 1.0
     assert energy_distance(tuned, reference) < 0.5 * energy_distance(tuned, base)

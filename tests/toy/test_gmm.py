@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from flowlite.gmm import GaussianMixture
-from flowlite.problems import list_problems, load_problem
-from flowlite.rewards import LinearReward, QuadraticReward
+from flowlite.toy.gmm import GaussianMixture
+from flowlite.toy.problems import list_problems, load_problem
+from flowlite.toy.rewards import LinearReward, QuadraticReward
 
 torch.set_default_dtype(torch.float32)
 
@@ -113,7 +113,7 @@ def test_path_score_velocity_and_posterior_agree(t):
 def test_velocity_at_the_ends_of_time():
     base = load_problem("reweight").base.to(torch.float64)
     x = torch.randn(10, 2, dtype=torch.float64)
-    # at t = 1, S_k = Σ_k and the gain is Σ_k: every component gives μ_k + (x - μ_k) = x (spec §8.4's sanity check)
+    # at t = 1, S_k = Σ_k and the gain is Σ_k: every component gives μ_k + (x - μ_k) = x (theory §6.10's sanity check)
     assert torch.allclose(base.velocity(x, 1.0), x, atol=1e-10)
     # at t = 0, x_0 carries no information about x1: v(x, 0) = E[x1] - x
     mean_x1 = (base.weights[:, None] * base.means).sum(0)

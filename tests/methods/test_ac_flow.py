@@ -7,22 +7,18 @@ from flowlite.config import fast
 from flowlite.finetune import finetune
 from flowlite.methods import ACFlow, OnlineRewardWeightedRegression, RewardWeightedRegression
 from flowlite.methods.ac_flow import advantage_weights
-from flowlite.metrics import histogram_kl, mode_mass_error, reward_stats
-from flowlite.problems import load_problem
-from flowlite.solvers import solve_ode
-from flowlite.value import exact_critic
+from flowlite.toy.metrics import histogram_kl, mode_mass_error, reward_stats
+from flowlite.toy.problems import load_problem
+from flowlite.solvers import sample_ode
+from flowlite.toy.exact_critic import exact_critic
 
-
-@pytest.fixture(scope="module")
-def reweight():
-    return load_problem("reweight")
 
 
 def _ode_samples(model, n=4000, seed=1, base=False):
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
     field = model.base_velocity if base else model.velocity
     with torch.no_grad():
-        return solve_ode(field, x0, steps=50, method="heun", store=False).final
+        return sample_ode(field, x0)
 
 
 @pytest.mark.parametrize("name", ["reweight", "weak"])
@@ -57,8 +53,8 @@ def test_offline_rwr_lands_on_the_exact_tilt(reweight):
 
 def test_learned_critic_approaches_the_exact_conditional_expectation(reweight):
     torch.manual_seed(0)
-    method = ACFlow(reweight.flow("exact"), reweight.reward, reweight.beta, shaping="none", warmup=10**9,
-                    batch_size=256, steps=50, n_times=16)
+    method = ACFlow(reweight.flow("exact"), reweight.reward, temperature=1 / reweight.beta, shaping="none", warmup=10**9,
+                    batch_size=256, solver_steps=50, n_times=16)
     finetune(method, fast(300, 120), lr=1e-3, progress=False)
     gen = torch.Generator().manual_seed(5)
     for t in (0.3, 0.6, 0.9):
@@ -81,7 +77,7 @@ def test_clipped_advantages_bound_the_weights():
 
 def test_warmup_trains_only_the_critic(reweight):
     torch.manual_seed(0)
-    method = ACFlow(reweight.flow("exact"), reweight.reward, reweight.beta, warmup=5, batch_size=64, steps=20)
+    method = ACFlow(reweight.flow("exact"), reweight.reward, temperature=1 / reweight.beta, warmup=5, batch_size=64, solver_steps=20)
     actor = [p.detach().clone() for p in method.model.trainable_parameters()]
     critic = [p.detach().clone() for p in method.critic.parameters()]
     finetune(method, 5, progress=False, **{"lr": 1e-3})
@@ -95,8 +91,8 @@ def test_warmup_trains_only_the_critic(reweight):
 
 def _ac_run(problem, alpha, iterations):
     torch.manual_seed(0)
-    method = ACFlow(problem.flow("exact"), problem.reward, problem.beta, alpha=alpha, warmup=10,
-                    batch_size=256, steps=30)
+    method = ACFlow(problem.flow("exact"), problem.reward, temperature=1 / problem.beta, alpha=alpha, warmup=10,
+                    batch_size=256, solver_steps=30)
     finetune(method, iterations, lr=1e-3, progress=False)
     x = _ode_samples(method.model)
     return reward_stats(problem.reward, x).mean, histogram_kl(x, problem.base)
@@ -114,9 +110,9 @@ def test_ac_flow_raises_reward_with_distance_to_base_ordered_by_the_w2_weight(re
 def test_huge_w2_weight_keeps_the_actor_at_the_reference(reweight):
     torch.manual_seed(0)
     method = OnlineRewardWeightedRegression(reweight.flow("exact"), reweight.reward, reweight.beta, alpha=1e4,
-                                            batch_size=128, steps=20)
+                                            batch_size=128, solver_steps=20)
     finetune(method, 20, lr=1e-3, progress=False)
-    ac = ACFlow(reweight.flow("exact"), reweight.reward, reweight.beta, alpha=1e4, warmup=0, batch_size=128, steps=20)
+    ac = ACFlow(reweight.flow("exact"), reweight.reward, temperature=1 / reweight.beta, alpha=1e4, warmup=0, batch_size=128, solver_steps=20)
     finetune(ac, 20, lr=1e-3, progress=False)
     x, t = torch.randn(1000, 2) * 2, torch.rand(1000)
     for m in (method, ac):

@@ -5,11 +5,12 @@ import math
 import pytest
 import torch
 
-from flowlite.flows import ExactMixtureVelocity
+from flowlite.toy.flow import ExactMixtureVelocity
 from flowlite.paths import memoryless_sigma
-from flowlite.problems import load_problem
-from flowlite.solvers import (exponential_integrator_coefficients, sd3_grid, solve_memoryless_sde, solve_ode,
-                              solve_ode_adaptive, solve_sde_euler_maruyama, uniform_grid)
+from flowlite.toy.problems import load_problem
+from flowlite.schedules import exponential_integrator_coefficients
+from flowlite.solvers import (sample_ode, solve_memoryless_sde, solve_ode, solve_ode_adaptive,
+                              solve_sde_euler_maruyama, uniform_grid)
 from tests.helpers import averaged_metrics
 
 
@@ -108,17 +109,6 @@ def test_euler_maruyama_memoryless_sde_also_keeps_the_marginals(reweight):
     assert m["kl"] <= 3 * m["kl_floor"], m
 
 
-def test_time_grids_are_explicit_and_sd3_grid_is_shifted():
-    grid = sd3_grid(20, shift=3.0)
-    assert grid[0] == 0 and grid[-1] == 1 and (grid[1:] > grid[:-1]).all()
-    # shift 3 spends more steps near noise (small t) than the uniform grid
-    assert (grid[1:-1] < uniform_grid(20)[1:-1]).all()
-    with pytest.raises(ValueError, match="increasing"):
-        solve_ode(lambda x, t, c: x, torch.zeros(2, 2), grid=torch.tensor([0.0, 0.5, 0.4]))
-    with pytest.raises(ValueError, match="accepted"):
-        solve_ode(lambda x, t, c: x, torch.zeros(2, 2), method="rk99")
-
-
 def test_trajectory_between_interpolates_the_euler_path():
     """``Trajectory.between``: u = 0 and u = 1 give the grid states; u = ½ equals an Euler half step."""
     velocity = lambda x, t, c=None: -x + torch.as_tensor(t).reshape(-1, 1)  # noqa: E731
@@ -132,3 +122,22 @@ def test_trajectory_between_interpolates_the_euler_path():
     x, t = traj.at(idx)
     torch.testing.assert_close(mid, x + 0.125 * velocity(x, t))
     torch.testing.assert_close(t_mid, t + 0.125)
+
+
+def test_bad_time_grids_and_ode_methods_are_refused():
+    with pytest.raises(ValueError, match="increasing"):
+        solve_ode(lambda x, t, c: x, torch.zeros(2, 2), grid=torch.tensor([0.0, 0.5, 0.4]))
+    with pytest.raises(ValueError, match="accepted"):
+        solve_ode(lambda x, t, c: x, torch.zeros(2, 2), method="rk99")
+
+
+def test_sample_ode_is_the_heun_solve_without_a_graph():
+    velocity = ExactMixtureVelocity(load_problem("reweight").base)
+    weight = torch.tensor(1.5, requires_grad=True)
+    x0 = torch.randn(64, 2)
+    field = lambda x, t, c: weight * velocity(x, t)  # noqa: E731
+    x = sample_ode(field, x0, steps=10)
+    assert not x.requires_grad
+    with torch.no_grad():
+        reference = solve_ode(field, x0, steps=10, method="heun", store=False).final
+    assert torch.equal(x, reference)

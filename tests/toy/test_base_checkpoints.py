@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from flowlite.problems import load_problem
+from flowlite.toy.problems import load_problem
 from flowlite.solvers import solve_ode
 from tests.helpers import averaged_metrics
 

@@ -2,8 +2,8 @@
 
 import torch
 
-from flowlite.metrics import energy_distance, histogram_kl, mode_mass_error, noise_floor, sliced_w2
-from flowlite.problems import load_problem
+from flowlite.toy.metrics import energy_distance, histogram_kl, mode_mass_error, noise_floor, sliced_w2
+from flowlite.toy.problems import load_problem
 
 
 def test_metrics_separate_the_base_from_its_tilt_far_beyond_the_noise_floor():

@@ -1,13 +1,14 @@
-"""The lean adjoint against autograd and torchdiffeq, and the fixed-point test of spec §10.1."""
+"""The lean adjoint against autograd and torchdiffeq, and the fixed-point test of theory §3.3."""
 
 import pytest
 import torch
 
 from flowlite.adjoint import adjoint_by_autograd, adjoint_by_torchdiffeq, lean_adjoint
-from flowlite.flows import ExactMixtureVelocity
-from flowlite.problems import load_problem
-from flowlite.rewards import reward_gradient
-from flowlite.solvers import EulerMaruyama, Memoryless, solve_sde
+from flowlite.toy.flow import ExactMixtureVelocity
+from flowlite.toy.problems import load_problem
+from flowlite.rewards.base import reward_gradient
+from flowlite.schedules import EulerMaruyama, Memoryless
+from flowlite.solvers import solve_sde
 
 
 def _exact64(mixture):

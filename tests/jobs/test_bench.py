@@ -8,11 +8,12 @@ import re
 import pytest
 import torch
 
-from flowlite.bench import COLUMNS, METRICS, CountingReward, run_one
-from flowlite.cli import main
+from flowlite.jobs.bench import METRICS, run_one
+from flowlite.jobs.bench_report import COLUMNS
+from flowlite.rewards.counting import CountingReward
+from flowlite.jobs.cli import main
 from flowlite.methods import METHODS
-from flowlite.problems import load_problem
-from tests.test_cli import run  # noqa: F401  (the in-process command-line fixture)
+from flowlite.toy.problems import load_problem
 
 BATCH, ITERATIONS = 32, 2
 

@@ -1,4 +1,4 @@
-"""SD3Flow on a tiny random SD3 (ecosystem §2–4): the σ ↔ t convention against diffusers' own pipeline, CFG
+"""SD3Flow on a tiny random SD3 (theory §12.1–4): the σ ↔ t convention against diffusers' own pipeline, CFG
 gradients, the loader, prompt caching, the VAE round trip, LoRA files that diffusers loads back exactly, bad input."""
 
 import copy
@@ -11,23 +11,15 @@ from flowlite.errors import FlowliteError
 from flowlite.finetune import finetune
 from flowlite.methods import ReFL
 from flowlite.rewards.image import AestheticReward
-from flowlite.rewards.latent import LatentReward
+from flowlite.sd3.vae import LatentReward
 from flowlite.sd3 import (PromptCache, PromptEmbeddings, SD3Flow, decode_latents, encode_images, load_sd3,
                           pipeline_grid)
-from flowlite.sd3_lora import load_lora, save_lora
-from flowlite.sd3_tiny import build_tiny_sd3
+from flowlite.sd3.lora import load_lora, save_lora
+from flowlite.sd3.tiny import build_tiny_sd3
 from flowlite.solvers import solve_ode
 
 PROMPTS = ["a photo of a cat", "a red square"]
 GUIDANCE, STEPS, MAX_SEQ = 5.0, 4, 32
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """The tiny pipeline written with save_pretrained: every test loads it through load_sd3, as users do."""
-    folder = tmp_path_factory.mktemp("tiny_sd3")
-    build_tiny_sd3(seed=0).save_pretrained(folder)
-    return folder
 
 
 def fresh(folder, **kw):
@@ -49,8 +41,8 @@ def euler_latents(flow, pipe, cond, seed=0, field=None):
                          store=False).final
 
 
-def test_euler_over_paper_time_velocity_reproduces_the_pipeline(saved):
-    pipe = fresh(saved)
+def test_euler_over_paper_time_velocity_reproduces_the_pipeline(tiny_sd3_folder):
+    pipe = fresh(tiny_sd3_folder)
     expected = pipeline_latents(pipe)
     cond = PromptCache(pipe, max_sequence_length=MAX_SEQ)(PROMPTS)
     flow = SD3Flow.from_pipeline(pipe, guidance_scale=GUIDANCE)
@@ -61,8 +53,8 @@ def test_euler_over_paper_time_velocity_reproduces_the_pipeline(saved):
         assert error < 1e-5, error
 
 
-def test_velocity_is_minus_the_sd3_prediction_at_timestep_1000_sigma(saved):
-    pipe = fresh(saved)
+def test_velocity_is_minus_the_sd3_prediction_at_timestep_1000_sigma(tiny_sd3_folder):
+    pipe = fresh(tiny_sd3_folder)
     cond = PromptCache(pipe, max_sequence_length=MAX_SEQ)(PROMPTS[:1])
     flow = SD3Flow.from_pipeline(pipe, guidance_scale=1.0)  # no CFG: the bare conversion
     x, t = torch.randn(1, *flow.event_shape), 0.3
@@ -72,8 +64,8 @@ def test_velocity_is_minus_the_sd3_prediction_at_timestep_1000_sigma(saved):
         assert torch.allclose(flow.velocity(x, t, cond), -w, atol=1e-6)
 
 
-def test_cfg_gradient_flows_through_the_conditional_branch_only(saved):
-    pipe = fresh(saved)
+def test_cfg_gradient_flows_through_the_conditional_branch_only(tiny_sd3_folder):
+    pipe = fresh(tiny_sd3_folder)
     cond = PromptCache(pipe, max_sequence_length=MAX_SEQ)(PROMPTS)
     flow = SD3Flow.from_pipeline(pipe, guidance_scale=GUIDANCE)
     with torch.no_grad():  # move the LoRA off zero so its gradients are not trivially sparse
@@ -89,8 +81,8 @@ def test_cfg_gradient_flows_through_the_conditional_branch_only(saved):
     assert not any(p.requires_grad for p in base_params)
 
 
-def test_base_velocity_disables_the_adapter_and_keeps_trainable_flags(saved):
-    pipe = fresh(saved)
+def test_base_velocity_disables_the_adapter_and_keeps_trainable_flags(tiny_sd3_folder):
+    pipe = fresh(tiny_sd3_folder)
     cond = PromptCache(pipe, max_sequence_length=MAX_SEQ)(PROMPTS)
     flow = SD3Flow.from_pipeline(pipe)
     x, t = torch.randn(2, *flow.event_shape), 0.5
@@ -101,26 +93,27 @@ def test_base_velocity_disables_the_adapter_and_keeps_trainable_flags(saved):
         assert torch.equal(flow.base_velocity(x, t, cond), before)
         assert (flow.velocity(x, t, cond) - before).abs().max() > 1e-3
     assert all(p.requires_grad for p in flow.trainable_parameters())
-    assert sum(p.numel() for p in flow.trainable_parameters()) == 3840  # 30 LoRA tensors, rank 4 (ecosystem §3)
+    # 2 blocks x 4 projections (LORA_TARGETS) x (A: 4x32 + B: 32x4), rank 4 (theory §12.2)
+    assert sum(p.numel() for p in flow.trainable_parameters()) == 2 * 4 * (4 * 32 + 32 * 4)
     second = SD3Flow(flow.transformer, flow.event_shape, adapter_name="second")  # a new adapter is the active one
     with torch.no_grad():
         assert torch.equal(second.velocity(x, t, cond), before)
     assert all(".second." in n for n, p in second.transformer.named_parameters() if p.requires_grad)
 
 
-def test_loader_reads_the_saved_folder_and_a_folder_without_t5(saved, tmp_path):
-    pipe = fresh(saved)
+def test_loader_reads_the_saved_folder_and_a_folder_without_t5(tiny_sd3_folder, tmp_path):
+    pipe = fresh(tiny_sd3_folder)
     assert not any(m.training for m in pipe.components.values() if isinstance(m, torch.nn.Module))
-    assert torch.equal(pipeline_latents(pipe), pipeline_latents(fresh(saved)))  # deterministic: eval mode
-    no_t5 = fresh(saved, drop_t5=True)
+    assert torch.equal(pipeline_latents(pipe), pipeline_latents(fresh(tiny_sd3_folder)))  # deterministic: eval mode
+    no_t5 = fresh(tiny_sd3_folder, drop_t5=True)
     assert no_t5.text_encoder_3 is None
     no_t5.save_pretrained(tmp_path / "no_t5")
     assert json.loads((tmp_path / "no_t5" / "model_index.json").read_text())["text_encoder_3"][0] is None
     assert fresh(tmp_path / "no_t5").text_encoder_3 is None  # reloads without the [null, null] pitfall
 
 
-def test_prompt_cache_encodes_once_and_outlives_the_text_encoders(saved):
-    pipe = fresh(saved)
+def test_prompt_cache_encodes_once_and_outlives_the_text_encoders(tiny_sd3_folder):
+    pipe = fresh(tiny_sd3_folder)
     cache = PromptCache(pipe, max_sequence_length=MAX_SEQ)
     first = cache(PROMPTS)
     assert first.prompt_embeds.shape == (2, 77 + MAX_SEQ, 32) and first.pooled.shape == (2, 64)
@@ -135,8 +128,8 @@ def test_prompt_cache_encodes_once_and_outlives_the_text_encoders(saved):
         first.for_batch(3)
 
 
-def test_vae_decode_and_encode_use_sd3_shift_and_scaling(saved):
-    pipe = fresh(saved)
+def test_vae_decode_and_encode_use_sd3_shift_and_scaling(tiny_sd3_folder):
+    pipe = fresh(tiny_sd3_folder)
     z = torch.randn(1, 16, 16, 16)
     images = decode_latents(pipe.vae, z)
     assert images.shape == (1, 3, 32, 32) and images.min() >= 0 and images.max() <= 1
@@ -148,8 +141,8 @@ def test_vae_decode_and_encode_use_sd3_shift_and_scaling(saved):
 
 
 @pytest.mark.parametrize("rank,alpha", [(4, 4), (4, 8)])
-def test_lora_trained_two_steps_loads_into_a_fresh_pipeline_exactly(saved, tmp_path, rank, alpha):
-    pipe = fresh(saved)
+def test_lora_trained_two_steps_loads_into_a_fresh_pipeline_exactly(tiny_sd3_folder, tmp_path, rank, alpha):
+    pipe = fresh(tiny_sd3_folder)
     cond = PromptCache(pipe, max_sequence_length=MAX_SEQ)(PROMPTS)
     flow = SD3Flow.from_pipeline(pipe, guidance_scale=GUIDANCE, rank=rank, alpha=alpha)
     reward = LatentReward(pipe.vae, AestheticReward.tiny(0))
@@ -158,26 +151,26 @@ def test_lora_trained_two_steps_loads_into_a_fresh_pipeline_exactly(saved, tmp_p
     finetune(method, 2, lr=3e-2, progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(before, flow.trainable_parameters()))
     trained = pipeline_latents(pipe)  # pipe.transformer carries the trained adapter
-    assert (trained - pipeline_latents(fresh(saved))).abs().max() > 1e-4  # the LoRA changed the output
+    assert (trained - pipeline_latents(fresh(tiny_sd3_folder))).abs().max() > 1e-4  # the LoRA changed the output
 
     save_lora(flow, tmp_path / "lora")
-    other = fresh(saved)
+    other = fresh(tiny_sd3_folder)
     other.load_lora_weights(tmp_path / "lora")
     assert torch.equal(pipeline_latents(other), trained)
     assert (euler_latents(flow, pipe, cond) - trained).abs().max() < 1e-5
 
-    resumed = SD3Flow.from_pipeline(fresh(saved), guidance_scale=GUIDANCE, rank=rank, alpha=alpha)
+    resumed = SD3Flow.from_pipeline(fresh(tiny_sd3_folder), guidance_scale=GUIDANCE, rank=rank, alpha=alpha)
     load_lora(resumed, tmp_path / "lora")
     assert all(torch.equal(a, b) for a, b in zip(resumed.trainable_parameters(), flow.trainable_parameters()))
 
 
-def test_bad_input_gets_one_clear_error(saved, tmp_path):
+def test_bad_input_gets_one_clear_error(tiny_sd3_folder, tmp_path):
     with pytest.raises(FlowliteError, match="not found"):
         load_sd3(tmp_path / "missing", device="cpu")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FlowliteError, match="model_index.json"):
         load_sd3(tmp_path / "empty", device="cpu")
-    pipe = fresh(saved)
+    pipe = fresh(tiny_sd3_folder)
     with pytest.raises(FlowliteError, match="empty"):
         PromptCache(pipe)([])
     with pytest.raises(FlowliteError, match="multiples of 4"):
@@ -185,11 +178,11 @@ def test_bad_input_gets_one_clear_error(saved, tmp_path):
     with pytest.raises(FlowliteError, match="no LoRA weights"):
         load_lora(SD3Flow.from_pipeline(pipe), tmp_path / "empty")
     with pytest.raises(FlowliteError, match="PromptEmbeddings"):
-        SD3Flow.from_pipeline(fresh(saved)).velocity(torch.randn(1, 16, 16, 16), 0.5, None)
+        SD3Flow.from_pipeline(fresh(tiny_sd3_folder)).velocity(torch.randn(1, 16, 16, 16), 0.5, None)
 
 
-def test_bf16_pipeline_keeps_fp32_lora_and_fp32_velocities(saved, tmp_path):
-    pipe = fresh(saved, dtype=torch.bfloat16)
+def test_bf16_pipeline_keeps_fp32_lora_and_fp32_velocities(tiny_sd3_folder, tmp_path):
+    pipe = fresh(tiny_sd3_folder, dtype=torch.bfloat16)
     cond = PromptCache(pipe, max_sequence_length=MAX_SEQ)(PROMPTS)
     flow = SD3Flow.from_pipeline(pipe, guidance_scale=GUIDANCE)
     assert pipe.transformer.dtype == torch.bfloat16
@@ -200,7 +193,7 @@ def test_bf16_pipeline_keeps_fp32_lora_and_fp32_velocities(saved, tmp_path):
     v = flow.velocity(torch.randn(2, *flow.event_shape), 0.5, cond)
     assert v.dtype == torch.float32 and torch.isfinite(v).all()
     save_lora(flow, tmp_path / "lora")
-    other = fresh(saved, dtype=torch.bfloat16)
+    other = fresh(tiny_sd3_folder, dtype=torch.bfloat16)
     other.load_lora_weights(tmp_path / "lora")
     ours, theirs = pipeline_latents(pipe).float(), pipeline_latents(other).float()
     assert (ours - theirs).abs().max() / theirs.abs().max() < 2e-2  # bf16: about 3 significant digits

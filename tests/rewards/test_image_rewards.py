@@ -9,19 +9,14 @@ import torch
 
 from flowlite.errors import FlowliteError
 from flowlite.rewards.base import reward_gradient
-from flowlite.rewards.image import AestheticReward, CLIPScore, PickScore, clip_preprocess, image_reward
-from flowlite.rewards.latent import LatentReward
+from flowlite.rewards.clip import clip_preprocess
+from flowlite.rewards.image import AestheticReward, CLIPScore, PickScore
+from flowlite.rewards.registry import image_reward
+from flowlite.sd3.vae import LatentReward
 from flowlite.sd3 import PromptCache
-from flowlite.sd3_tiny import build_tiny_sd3
 
 REWARDS = {"aesthetic": AestheticReward, "pickscore": PickScore, "clipscore": CLIPScore}
-PROMPTS = ["a photo of a cat", "a red square"]
-
-
-@pytest.fixture(scope="module")
-def tiny_sd3():
-    pipe = build_tiny_sd3(seed=0)
-    return pipe, PromptCache(pipe, max_sequence_length=32)(PROMPTS)
+from tests.helpers import TINY_PROMPTS as PROMPTS
 
 
 def smooth_images(n=2, size=48, seed=0):

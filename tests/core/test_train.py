@@ -7,9 +7,9 @@ import torch
 
 from flowlite.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from flowlite.errors import NonFiniteLossError
-from flowlite.flow_matching import flow_matching_loss
-from flowlite.gmm import GaussianMixture
-from flowlite.nets import MLPVelocity
+from flowlite.losses import flow_matching_loss
+from flowlite.toy.gmm import GaussianMixture
+from flowlite.toy.nets import MLPVelocity
 from flowlite.train import train
 
 MIX = GaussianMixture([0.4, 0.6], [[-2.0, 0.0], [2.0, 1.0]], [[[0.3, 0.0], [0.0, 0.3]]] * 2)
@@ -71,7 +71,7 @@ def test_checkpoint_is_atomic_and_rotated(tmp_path, monkeypatch):
 def test_checkpoint_holds_only_trainable_state_and_loads_without_pickle(tmp_path):
     from safetensors.torch import load_file
 
-    from flowlite.flows import ExactMixtureVelocity, ToyFlow
+    from flowlite.toy.flow import ExactMixtureVelocity, ToyFlow
 
     flow = ToyFlow(MLPVelocity(2, width=16, depth=2))  # frozen MLP base, trainable residual
     path = save_checkpoint(tmp_path, flow, step=1)

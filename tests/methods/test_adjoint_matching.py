@@ -5,17 +5,17 @@ import torch
 
 from flowlite.config import fast
 from flowlite.finetune import finetune
-from flowlite.flows import ExactMixtureVelocity
+from flowlite.toy.flow import ExactMixtureVelocity
 from flowlite.methods import METHODS, AdjointMatching, NonMemorylessControl, build_method
-from flowlite.metrics import histogram_kl, mode_mass_error
-from flowlite.problems import load_problem
-from flowlite.solvers import solve_ode
+from flowlite.toy.metrics import histogram_kl, mode_mass_error
+from flowlite.toy.problems import load_problem
+from flowlite.solvers import sample_ode
 
 
 def _evaluate(method, problem, n=4000, seed=1):
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        x = solve_ode(method.model.velocity, x0, steps=50, method="heun", store=False).final
+        x = sample_ode(method.model.velocity, x0)
     return mode_mass_error(x, problem.target), histogram_kl(x, problem.target), x
 
 
@@ -35,16 +35,12 @@ def _velocity_error(method, problem, times=(0.1, 0.3, 0.5, 0.7, 0.9), n=4000):
 
 def _run(cls, problem, iterations, **kw):
     torch.manual_seed(0)
-    method = cls(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, steps=50,
+    method = cls(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, solver_steps=50,
                  weighting="velocity", **kw)
     # the bench's configuration (bench/RESULTS.md): constant lr 3e-3, EMA 0.998, no gradient clipping
     finetune(method, iterations, lr=3e-3, grad_clip=None, ema_decay=0.998, progress=False)
     return method
 
-
-@pytest.fixture(scope="module")
-def reweight():
-    return load_problem("reweight")
 
 
 @pytest.fixture(scope="module")

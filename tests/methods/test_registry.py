@@ -21,8 +21,11 @@ def test_the_command_line_and_the_bench_derive_their_lists_from_the_registry():
     assert set(OWN_OPTIMUM_METHODS) == {"vgg-flow", "vgg-flow-pmp"}
 
 
-def test_only_kl_regularised_methods_take_beta():
-    assert {n for n in METHODS if not takes_beta(n)} == {"ac-flow", "refl", "draft"}
+def test_kl_regularised_methods_take_beta_and_the_others_refuse_it():
+    assert all(takes_beta(n) for n in ("adjoint-matching", "non-memoryless-control", "vgg-flow", "vgg-flow-pmp",
+                                       "rwr", "orw"))
+    assert not any(takes_beta(n) for n in ("ac-flow", "refl", "draft"))
+    assert all(takes_beta(n) for n, cls in METHODS.items() if cls.optimum in ("kl-tilt", "deterministic-control"))
 
 
 def test_toy_flow_supplies_a_critic_and_a_correction_that_starts_at_zero(reweight):

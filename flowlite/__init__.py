@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _PUBLIC = {
     # the 2-D world
     "GaussianMixture": "flowlite.toy.gmm", "ToyFlow": "flowlite.toy.flow",
-    "ExactMixtureVelocity": "flowlite.toy.flow", "QuadraticReward": "flowlite.toy.rewards",
+    "ExactMixtureVelocity": "flowlite.toy.exact_velocity", "QuadraticReward": "flowlite.toy.rewards",
     "LinearReward": "flowlite.toy.rewards", "load_problem": "flowlite.toy.problems",
     "list_problems": "flowlite.toy.problems", "score": "flowlite.toy.metrics",
     # the core

@@ -7,23 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from flowlite.flows import FlowModel
-from flowlite.toy.gmm import GaussianMixture
+from flowlite.toy.exact_velocity import ExactMixtureVelocity  # noqa: F401 (re-exported: the base of ToyFlow)
 from flowlite.toy.nets import Critic, MLPVelocity
-
-
-class ExactMixtureVelocity(nn.Module):
-    """The exact FM velocity of a Gaussian mixture as a module: ``forward(x, t) = mixture.velocity(x, t)``.
-
-    Computed in float64 internally (the responsibilities are sharp near t = 1) and returned in x's dtype.
-    """
-
-    def __init__(self, mixture: GaussianMixture):
-        super().__init__()
-        self.mixture = mixture.to(torch.float64)
-
-    def forward(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
-        t = torch.as_tensor(t, dtype=torch.float64)
-        return self.mixture.velocity(x.to(torch.float64), t).to(x.dtype)
 
 
 def default_residual(dim: int = 2) -> MLPVelocity:

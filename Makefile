@@ -7,7 +7,6 @@ STAMP := $(VENV)/.requirements-$(REQ_HASH)
 # One torch thread: on 2 busy cores two threads stall (theory §11.3).
 export OMP_NUM_THREADS ?= 1
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
-export MPLBACKEND ?= Agg
 
 .PHONY: setup demo test test-unit test-notebooks notebooks clean
 
@@ -43,9 +42,11 @@ test-unit: setup
 test-notebooks: setup
 	FLOWLITE_FAST=1 $(BIN)/python -m pytest -q notebooks --nbval-lax --nbval-current-env --nbval-cell-timeout=900
 
+# Figures show inline: no matplotlib backend is exported to the kernel (an inherited MPLBACKEND=Agg draws nothing),
+# and each notebook's first cell sets %matplotlib inline.
 notebooks: setup
 	$(BIN)/python -m pip install --quiet jupyterlab==4.6.6
-	$(BIN)/jupyter lab notebooks/
+	env -u MPLBACKEND $(BIN)/jupyter lab notebooks/
 
 clean:
 	rm -rf runs .pytest_cache

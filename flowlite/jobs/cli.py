@@ -217,6 +217,9 @@ def build_parser() -> Parser:
     p.add_argument("--guidance-scale", type=float, default=None, help="default: the run's")
     p.add_argument("--output", default=None, help="a .png file or a folder (default RUN_DIR/samples)")
     p.set_defaults(func=cmd_sd3_sample)
+
+    from flowlite.jobs.plan import add_plan_parser
+    add_plan_parser(sub)
     return parser
 
 

@@ -12,8 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "flowlite"
-ROOMS = ("methods", "rewards", "toy", "sd3", "jobs")
-MODEL_PACKAGES = ("sd3",)  # every image model family is a sibling package; add it here
+ROOMS = ("methods", "rewards", "toy", "sd3", "flux", "jobs")
+MODEL_PACKAGES = ("sd3", "flux")  # every image model family is a sibling package; add it here
 THIRD_PARTY_HEAVY = ("diffusers", "transformers", "peft")
 
 
@@ -52,7 +52,8 @@ FORBIDDEN = {
     "rewards": {"toy", "jobs", *MODEL_PACKAGES, "methods"},
     "toy": {"jobs", *MODEL_PACKAGES},
     **{m: {"jobs", "toy"} for m in MODEL_PACKAGES},
-}
+    "sd3": {"jobs", "toy", "flux"},  # sd3/ holds the image families' shared pieces (latents, VAE, LoRA files,
+}                                    # prompt embeddings); flux/ builds on them, never the other way round
 
 
 def test_import_rule_core_and_methods_never_import_a_world_and_rewards_no_model():
@@ -72,6 +73,7 @@ def test_the_rule_sees_a_forbidden_import(tmp_path):
     bad.write_text("def f():\n    from flowlite.toy.gmm import GaussianMixture\n")
     assert room("flowlite.methods.bad") == "methods"
     assert any(room(t) in FORBIDDEN["methods"] for t in flowlite_imports(bad))
+    assert room("flowlite.flux.flow") == "flux" and "flux" in FORBIDDEN["sd3"] and "flux" in FORBIDDEN["methods"]
 
 
 def test_method_files_import_only_the_core_and_their_own_room():

@@ -198,7 +198,8 @@ def build_parser() -> Parser:
                        description="Defaults per method follow the papers' recipes (README, flowlite/sd3/recipes.py): "
                                    f"{recipes}. Flags left out take the recipe's value.")
     add_arguments(p)
-    p.add_argument("--tiny", action="store_true", help="a tiny random SD3 and reward, 16x16 images, for CPU")
+    p.add_argument("--tiny", action="store_true", help="a tiny random model (of --model's family) and reward, 16x16 "
+                   "images, for CPU")
     p.add_argument("--resume", default=None, metavar="latest", help="continue the run in --output from its newest "
                                                                     "checkpoint")
     p.add_argument("--dry-run", action="store_true", help="build, run two steps, print s/step and peak memory; "

@@ -1,7 +1,8 @@
-"""``python -m flowlite sd3``: reward fine-tuning of Stable Diffusion 3 with LoRA as a real training job.
+"""``python -m flowlite sd3``: reward fine-tuning of an image model (``--model sd3``, ``sd3.5``, ``flux``) with LoRA
+as a real training job.
 
 One job, from one CPU (``--tiny``) to many GPUs (``accelerate launch``), built from the pieces every notebook uses:
-``load_sd3`` → ``PromptCache`` (text encoders freed) → ``SD3Flow`` (LoRA) → a registered method → the one training
+the family's loader → prompt cache (text encoders freed) → ``SD3Flow`` / ``FluxFlow`` (LoRA) → a registered method → the one training
 loop (``train.train``) with checkpoints, resume, CSV/TensorBoard, evaluation (``image_eval.Evaluator``).
 
 Data parallel: each rank samples its own trajectories (its own prompts and noise), computes its reward and adjoint,
@@ -59,23 +60,27 @@ def build_job(config: dict, procs: Processes) -> Job:
     from flowlite.jobs.image_eval import Evaluator
     from flowlite.methods import build_method
     from flowlite.rewards.registry import image_reward
-    from flowlite.sd3 import LORA_TARGETS, LatentReward, PromptCache, SD3Flow, load_sd3, method_options, pipeline_grid
+    from flowlite.jobs.image_models import MODELS
+    from flowlite.sd3 import LORA_TARGETS, LatentReward, method_options
 
     train_prompts = read_prompts(config["prompts"])
     eval_prompts = read_prompts(config["eval_prompts"], "--eval-prompts")[: config.get("eval_prompts_limit")]
     dtype = PRECISIONS[config["mixed_precision"]]
     seed_everything(config["seed"])  # the same LoRA, critic and value-network initialisation on every rank
+    family = MODELS[config.get("model", "sd3")]
     if config["tiny"]:
-        from flowlite.sd3 import build_tiny_sd3
-
-        pipe = build_tiny_sd3(seed=config["seed"], t5=not config["drop_t5"])
+        pipe = family.tiny(seed=config["seed"], drop_t5=config["drop_t5"])
         if dtype != torch.float32 or procs.device.type != "cpu":
             pipe.to(procs.device, dtype)
     else:
-        pipe = load_sd3(config["pretrained"], dtype=dtype, device=procs.device, drop_t5=config["drop_t5"])
+        pipe = family.load(config["pretrained"], dtype=dtype, device=procs.device, drop_t5=config["drop_t5"])
     extra = {"head": config["reward_head"]} if config.get("reward_head") else {}
     if extra and config["reward"] != "aesthetic":
         raise FlowliteError("--reward-head applies to --reward aesthetic only")
+    if config.get("reward_tokenizer"):
+        if config["reward"] not in ("pickscore", "clipscore"):
+            raise FlowliteError("--reward-tokenizer applies to --reward pickscore and clipscore only")
+        extra["tokenizer"] = config["reward_tokenizer"]
     try:
         scorer = image_reward(config["reward"], pretrained=config["reward_pretrained"], tiny=config["tiny"],
                               seed=config["seed"] + 1, **extra)
@@ -84,14 +89,14 @@ def build_job(config: dict, procs: Processes) -> Job:
                             f"({config['reward_pretrained'] or 'its default weights'}): {err}") from None
     reward = LatentReward(load_reward_vae(config, procs.device) or pipe.vae, scorer).to(procs.device)
     eval_reward = reward if reward.vae is pipe.vae else LatentReward(pipe.vae, scorer).to(procs.device)
-    cache = PromptCache(pipe, max_sequence_length=config["max_sequence_length"])
+    cache = family.prompt_cache(pipe, config["max_sequence_length"])
     cache(train_prompts + eval_prompts)
     if config["gradient_checkpointing"]:
         pipe.transformer.enable_gradient_checkpointing()
     seed_everything(config["seed"])
-    flow = SD3Flow.from_pipeline(pipe, config["height"], config["width"], guidance_scale=config["guidance_scale"],
-                                 rank=config["rank"], alpha=config["rank"], target_modules=LORA_TARGETS)
-    grid = pipeline_grid(pipe.scheduler, config["solver_steps"])
+    flow = family.flow(pipe, config["height"], config["width"], guidance_scale=config["guidance_scale"],
+                       rank=config["rank"], alpha=config["rank"], target_modules=LORA_TARGETS)
+    grid = flow.pipeline_grid(pipe.scheduler, config["solver_steps"])
     cond = cache(train_prompts[:1]).for_batch(config["batch_size"])
     options = method_options(config["method"], config["batch_size"], config["solver_steps"], grid=grid, cond=cond)
     options.update(config["method_options"])
@@ -100,7 +105,7 @@ def build_job(config: dict, procs: Processes) -> Job:
     optimizer = torch.optim.AdamW(method.parameter_groups(), lr=config["lr"], betas=tuple(config["adam_betas"]),
                                   weight_decay=config["weight_decay"])
     evaluator = Evaluator(flow, eval_reward, cache, eval_prompts, list(range(config["eval_seeds"])),
-                          pipeline_grid(pipe.scheduler, config["eval_steps"]))
+                          flow.pipeline_grid(pipe.scheduler, config["eval_steps"]))
     return Job(config, pipe, flow, reward, cache, method, optimizer, train_prompts, evaluator, procs)
 
 
@@ -152,17 +157,18 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def save_lora_atomically(flow, folder: Path) -> None:
+def save_lora_atomically(flow, folder: Path, comfyui: bool = False) -> None:
     """The LoRA in the diffusers format, written beside ``folder`` and renamed into place."""
-    write_folder_atomically(folder, lambda tmp: save_lora(flow, tmp))
+    write_folder_atomically(folder, lambda tmp: save_lora(flow, tmp, **({"comfyui": True} if comfyui else {})))
 
 
 def save_tiny_base(config: dict, folder: Path) -> None:
     """The random base pipeline of a --tiny run (rebuilt from its seed: build_tiny_sd3 is deterministic; the one in
     memory carries the LoRA adapter), saved so that sd3-sample loads it as it would a hub model."""
-    from flowlite.sd3 import build_tiny_sd3
+    from flowlite.jobs.image_models import MODELS
 
-    write_folder_atomically(folder, build_tiny_sd3(seed=config["seed"], t5=not config["drop_t5"]).save_pretrained)
+    pipe = MODELS[config.get("model", "sd3")].tiny(seed=config["seed"], drop_t5=config["drop_t5"])
+    write_folder_atomically(folder, pipe.save_pretrained)
 
 
 def _peak_memory_mib(device: torch.device) -> tuple[str, float]:
@@ -190,6 +196,7 @@ def dry_run(config: dict) -> dict:
     procs = processes()
     clock = time.perf_counter()
     job = build_job(config, procs)
+    job.cache.free_text_encoders()  # as the run does: the encoders (T5-XXL ~9.5 GB in bf16) are not in its peak
     built = time.perf_counter() - clock
     if procs.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(procs.device)
@@ -236,8 +243,10 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
             tracker.log(metrics, step=step)
         return metrics
 
+    comfyui = {"comfyui": True} if config.get("comfyui") else {}  # --comfyui: also the alpha-carrying file
+
     def lora_files(folder: Path) -> None:
-        save_lora(job.flow, folder / LORA_DIR)
+        save_lora(job.flow, folder / LORA_DIR, **comfyui)
 
     result = train(job.method, make_loss(job), job.optimizer, config["train_steps"], run_dir=out,
                    checkpoint_every=config["checkpoint_every"], keep_last=config["keep_last"],
@@ -252,7 +261,7 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
     if procs.main:
         if tracker is not None:
             tracker.finish()
-        save_lora_atomically(job.flow, out / LORA_DIR)
+        save_lora_atomically(job.flow, out / LORA_DIR, **comfyui)
         write_json(out / "summary.json", summary)
     if procs.world > 1:
         say(f"rank {procs.rank}/{procs.world} lora_max_difference_across_ranks "

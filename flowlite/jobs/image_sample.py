@@ -1,6 +1,6 @@
 """``python -m flowlite sd3-sample``: images from a trained LoRA through diffusers, the path users take after training.
 
-``StableDiffusion3Pipeline.from_pretrained(base)`` + ``load_lora_weights(lora folder)`` + one call per prompt with
+``StableDiffusion3Pipeline`` (or ``FluxPipeline``) ``.from_pretrained(base)`` + ``load_lora_weights(lora folder)`` + one call per prompt with
 ``generator=torch.Generator().manual_seed(seed)``: with the run's steps, guidance and sizes (read from its
 ``config.json``) this reproduces the training-time evaluation image of the same prompt and seed.
 """
@@ -46,11 +46,11 @@ def find_lora(run_or_folder: str | Path, checkpoint: str | None = None) -> tuple
 
 def load_pipeline(run: str | Path, config: dict, lora_folder: Path, device: str = "auto"):
     """The run's base (its saved tiny base for --tiny runs) with the LoRA loaded by diffusers."""
-    from flowlite.sd3.loading import load_sd3
+    from flowlite.jobs.image_models import MODELS
 
     base = Path(run) / TINY_BASE_DIR if config["tiny"] else config["pretrained"]
     dtype = PRECISIONS[config["mixed_precision"]] if config["mixed_precision"] != "no" else torch.float32
-    pipe = load_sd3(base, dtype=dtype, device=device, drop_t5=config["drop_t5"])
+    pipe = MODELS[config.get("model", "sd3")].load(base, dtype=dtype, device=device, drop_t5=config["drop_t5"])
     pipe.load_lora_weights(str(lora_folder))
     pipe.set_progress_bar_config(disable=True)
     return pipe

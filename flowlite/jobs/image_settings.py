@@ -2,7 +2,8 @@
 command line's flags, the defaults, the keys a resume must match and the ``reproduce`` command all derive from it.
 
 Resolution order: flags given on the command line, then ``--tiny``'s sizes, then the method's recipe
-(``flowlite.sd3.recipes``, data keyed by the registry's method names), then the defaults below: the VGG-Flow
+(``flowlite.sd3.recipes``, data keyed by the registry's method names), then the model's recipe
+(``image_models.MODELS``, ``--model``), then the defaults below: the VGG-Flow
 paper's SD3 set-up shared by every method (theory §6.6): 20 Euler steps, CFG 5, 400 updates of an effective batch of
 32 (4 per micro-batch x 8 accumulated, per process), AdamW wd 1e-2, gradient-norm clip 1.
 """
@@ -19,8 +20,9 @@ import torch
 
 from flowlite.errors import FlowliteError
 from flowlite.jobs.arguments import beta_value, positive_float, positive_int
+from flowlite.jobs.image_models import MODELS, infer_model
 from flowlite.methods import METHODS, takes_beta
-from flowlite.rewards.registry import IMAGE_REWARDS
+from flowlite.rewards.registry import IMAGE_REWARDS, OPTIONAL
 from flowlite.sd3.recipes import RECIPES
 
 PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -50,12 +52,17 @@ class Setting:
 
 SETTINGS = (
     Setting("method", help="one of: " + ", ".join(METHODS), identity=True),
-    Setting("reward", help="one of: " + ", ".join(IMAGE_REWARDS), identity=True),
+    Setting("reward", help="one of: " + ", ".join(IMAGE_REWARDS) + " (optional packages: " + ", ".join(OPTIONAL)
+            + "; --reward-pretrained = their checkpoint)", identity=True),
     Setting("prompts", help="training prompts, one per line (e.g. data/prompts/simple_animals.txt)"),
     Setting("eval_prompts", str(DATA_DIR / "prompts/eval_animals.txt"), help="held-out prompts"),
-    Setting("pretrained", help="SD3 hub id or folder (not needed with --tiny)", identity=True),
+    Setting("model", None, str, "image model family (default: from --pretrained's model_index.json or hub id; "
+                                "sd3 with --tiny)", identity=True, choices=tuple(MODELS)),
+    Setting("pretrained", help="the model's hub id or folder (not needed with --tiny)", identity=True),
     Setting("reward_pretrained", help="reward weights: hub id or folder (default: the reward's)", identity=True),
     Setting("reward_head", help="aesthetic only: the LAION MLP (.pth or .safetensors)", identity=True),
+    Setting("reward_tokenizer", help="pickscore/clipscore: the tokenizer's hub id or folder when the reward's own "
+                                     "has none", identity=True),
     Setting("reward_vae", help="a tiny VAE decoder (AutoencoderTiny, e.g. madebyollin/taesd3) for the training "
                                "reward only, to save memory", identity=True),
     Setting("rank", 8, positive_int, "LoRA rank (alpha = rank)", identity=True),
@@ -79,6 +86,7 @@ SETTINGS = (
     Setting("eval_steps", 20, positive_int, "sampler steps at evaluation"),
     Setting("checkpoint_every", 50, positive_int, "write a checkpoint every N updates"),
     Setting("keep_last", 3, positive_int, "checkpoints kept"),
+    Setting("comfyui", False, None, "also write lora/lora_comfyui.safetensors (with the alpha tensors ComfyUI reads)"),
     Setting("seed", 0, int, identity=True),
     Setting("output", None, str, "run folder (default runs/sd3/METHOD-REWARD[-tiny])"),
     Setting("weight_decay", 1e-2, flag=False),
@@ -123,22 +131,30 @@ def read_prompts(path, flag: str = "--prompts") -> list[str]:
 
 
 def resolve_config(args: dict) -> dict:
-    """Flags given on the command line win, then ``--tiny``'s sizes, then the method's recipe, then the defaults.
+    """Flags given on the command line win, then ``--tiny``'s sizes, then the method's recipe, then the model's, then
+    the defaults.
     Values are checked where they enter (the command line's types, or the method's constructor)."""
     method, reward = args.get("method"), args.get("reward")
     if method not in METHODS:
         raise FlowliteError(f"unknown --method {method!r}; accepted: {', '.join(METHODS)}")
-    if reward not in IMAGE_REWARDS:
-        raise FlowliteError(f"unknown --reward {reward!r}; accepted: {', '.join(IMAGE_REWARDS)}")
+    if reward not in (*IMAGE_REWARDS, *OPTIONAL):
+        raise FlowliteError(f"unknown --reward {reward!r}; accepted: {', '.join((*IMAGE_REWARDS, *OPTIONAL))}")
+    tiny = bool(args.get("tiny"))
     if args.get("beta") is not None and not takes_beta(method):
         raise FlowliteError(f"--beta does not apply to --method {method}: it has no KL term")
-    tiny = bool(args.get("tiny"))
     if not tiny and not args.get("pretrained"):
         raise FlowliteError("--pretrained is required (a hub id such as stabilityai/stable-diffusion-3-medium-"
                             "diffusers or a local folder), or pass --tiny for the random CPU model")
     recipe = RECIPES[method]
-    config = dict(DEFAULTS, lr=recipe["lr"], adam_betas=recipe.get("adam_betas", DEFAULTS["adam_betas"]),
-                  beta=recipe["beta"][reward] if recipe["beta"] else None, eval_prompts_limit=None)
+    if recipe["beta"] and reward not in recipe["beta"] and args.get("beta") is None:
+        raise FlowliteError(f"--method {method} has no recipe beta for --reward {reward}: pass --beta")
+    if tiny and reward in OPTIONAL:
+        raise FlowliteError(f"--reward {reward} has no tiny random version; with --tiny use one of "
+                            f"{', '.join(IMAGE_REWARDS)}")
+    model = args.get("model") or infer_model(None if tiny else args.get("pretrained"))
+    config = dict(DEFAULTS, **MODELS[model].recipe)  # the model's recipe, then the method's
+    config.update(lr=recipe["lr"], adam_betas=recipe.get("adam_betas", DEFAULTS["adam_betas"]),
+                  beta=recipe["beta"].get(reward) if recipe["beta"] else None, eval_prompts_limit=None, model=model)
     if tiny:
         config.update({k: v for k, v in TINY.items() if not (k == "beta" and config["beta"] is None)})
     config.update({k: v for k, v in args.items() if v is not None and v is not False})
@@ -146,7 +162,8 @@ def resolve_config(args: dict) -> dict:
     config["method_options"] = {**recipe["options"], **(TINY_OPTIONS.get(method, {}) if tiny else {})}
     config["recipe_source"] = recipe["source"]
     config["adam_betas"] = list(config["adam_betas"])
-    config["output"] = str(config.get("output") or f"runs/sd3/{method}-{reward}{'-tiny' if tiny else ''}")
+    config["model_source"] = MODELS[model].source
+    config["output"] = str(config.get("output") or f"runs/{model}/{method}-{reward}{'-tiny' if tiny else ''}")
     return config
 
 
@@ -169,6 +186,7 @@ def check_resume(config: dict, resume: str | None) -> None:
     if not (out / CONFIG_FILE).is_file():
         raise FlowliteError(f"--resume latest: {str(out)!r} has checkpoints but no {CONFIG_FILE}")
     saved = json.loads((out / CONFIG_FILE).read_text())
+    saved.setdefault("model", "sd3")  # runs from before --model existed are SD3 runs
     differ = [k for k in IDENTITY if saved.get(k) != config.get(k)]
     if differ:
         raise FlowliteError(f"--resume latest: {', '.join(differ)} differ from the run's {CONFIG_FILE} "

@@ -17,19 +17,53 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def clip_preprocess(images: Tensor, size: int = 224) -> Tensor:
-    """CLIP's preprocessing in torch: short side to ``size`` (bicubic, antialiased), centre crop, normalise."""
+def _check_images(images: Tensor) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
         raise FlowliteError(f"image rewards take images of shape (B, 3, H, W) in [0, 1], got {tuple(images.shape)}")
+
+
+def clip_normalize(x: Tensor) -> Tensor:
+    """(x - mean) / std with CLIP's (OpenAI's) channel statistics."""
+    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def clip_preprocess(images: Tensor, size: int = 224) -> Tensor:
+    """CLIP's preprocessing in torch: short side to ``size`` (bicubic, antialiased), centre crop, normalise."""
+    _check_images(images)
     h, w = images.shape[-2:]
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
     x = F.interpolate(images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
     top, left = (new_h - size) // 2, (new_w - size) // 2
-    x = x[..., top:top + size, left:left + size]
-    mean = torch.tensor(CLIP_MEAN, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=x.dtype, device=x.device).reshape(1, 3, 1, 1)
-    return (x - mean) / std
+    return clip_normalize(x[..., top:top + size, left:left + size])
+
+
+def letterbox_preprocess(images: Tensor, size: int = 224) -> Tensor:
+    """HPSv2's evaluation preprocessing (open_clip's ``ResizeMaxSize``): the long side to ``size`` (bicubic,
+    antialiased), the short side padded with black to a centred square, then CLIP's normalisation. For square
+    images it equals :func:`clip_preprocess`; for others nothing is cropped away."""
+    _check_images(images)
+    h, w = images.shape[-2:]
+    scale = size / max(h, w)
+    new_h, new_w = round(h * scale), round(w * scale)
+    x = F.interpolate(images, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+    pad_h, pad_w = size - new_h, size - new_w
+    x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=0.0)
+    return clip_normalize(x)
+
+
+def check_tokenizer(tokenizer, vocab_size: int, source: str, what: str) -> None:
+    """Refuse a tokenizer whose vocabulary cannot be the text model's: transformers returns a 2-token tokenizer for a
+    folder without tokenizer files, and every prompt then gets the same text embedding. Plausible: at least half of
+    the text model's embedding table, and no more tokens than it has rows."""
+    size = len(tokenizer)
+    if not vocab_size / 2 <= size <= vocab_size:
+        raise FlowliteError(f"the {what} tokenizer loaded from {source!r} has {size} tokens, but the text model has "
+                            f"{vocab_size}: the folder has no (or the wrong) tokenizer files. Pass the tokenizer's "
+                            "hub id or folder with --reward-tokenizer (tokenizer= in Python), e.g. "
+                            "laion/CLIP-ViT-H-14-laion2B-s32B-b79K for PickScore")
 
 
 def projected_embedding(out) -> Tensor:
@@ -79,7 +113,9 @@ class CLIPImageReward(Reward):
         clip = CLIPModel.from_pretrained(source)
         tokenizer = None
         if tokenizer_from is not False:
-            tokenizer = CLIPTokenizer.from_pretrained(check_pretrained(tokenizer_from or source, what + " tokenizer"))
+            tokenizer_source = check_pretrained(tokenizer_from or source, what + " tokenizer")
+            tokenizer = CLIPTokenizer.from_pretrained(tokenizer_source)
+            check_tokenizer(tokenizer, clip.config.text_config.vocab_size, tokenizer_source, what)
         return clip, tokenizer
 
     def save_pretrained(self, directory: str | Path) -> Path:

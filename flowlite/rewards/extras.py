@@ -1,4 +1,4 @@
-"""Optional rewards whose packages flowlite does not pin (they pull torchvision and timm): HPSv2.
+"""Optional rewards whose packages flowlite does not pin (they pull torchvision and timm): HPSv2.1 and ImageReward.
 
 Importing this module is free; building a reward without its package raises one FlowliteError that says what to
 install. Not run in flowlite's CI (the packages are absent there): treat it as a thin, documented adapter.
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from flowlite.errors import FlowliteError
 from flowlite.rewards.base import Reward
-from flowlite.rewards.clip import clip_preprocess
+from flowlite.rewards.clip import clip_preprocess, letterbox_preprocess
 from flowlite.text import prompts_for_batch
 
 MISSING = {
@@ -29,8 +29,9 @@ class HPSv2Reward(Reward):
     """r(x, prompt) = cos(ê_image, ê_text) of HPSv2's open_clip ViT-H-14 (theory §6.6: HPSv2.1, raw score ≈ 0.2–0.35).
 
     ``checkpoint``: a local ``HPS_v2.1_compressed.pt`` (read with ``weights_only=True``); ``clip_pretrained``: the
-    open_clip tag or local file of the ViT-H-14 it starts from. Preprocessing is flowlite's torch CLIP preprocessing
-    (224 px), so gradients reach the image.
+    open_clip tag or local file of the ViT-H-14 it starts from. Preprocessing is the reference's letterbox (long side
+    to 224 px, black padding: :func:`~flowlite.rewards.clip.letterbox_preprocess`) in torch, so gradients reach the
+    image.
     """
 
     def __init__(self, checkpoint: str | Path, clip_pretrained: str = "laion2B-s32B-b79K"):
@@ -49,7 +50,7 @@ class HPSv2Reward(Reward):
         self.tokenizer = get_tokenizer("ViT-H-14")
 
     def forward(self, x: Tensor, cond=None) -> Tensor:
-        image = F.normalize(self.model.encode_image(clip_preprocess(x.float(), 224)).float(), dim=-1)
+        image = F.normalize(self.model.encode_image(letterbox_preprocess(x.float(), 224)).float(), dim=-1)
         tokens = self.tokenizer(prompts_for_batch(cond, x.shape[0])).to(x.device)
         with torch.no_grad():
             text = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
@@ -59,8 +60,38 @@ class HPSv2Reward(Reward):
         return super().train(False)
 
 
+class ImageRewardModel(Reward):
+    """r(x, prompt) = ImageReward-v1.0's standardised score (BLIP ViT-L image encoder, BERT text encoder crossing the
+    image, MLP head, then (r - mean) / std as its ``score_gard``). Preprocessing as its reference: short side to 224
+    (bicubic), centre crop, CLIP normalisation, done in torch so gradients reach the image.
+
+    ``checkpoint``: a local ``ImageReward.pt`` (or the package's name ``ImageReward-v1.0``, which it downloads);
+    ``med_config``: its ``med_config.json`` (downloaded by the package when None).
+    """
+
+    def __init__(self, checkpoint: str | Path = "ImageReward-v1.0", med_config: str | Path | None = None):
+        super().__init__()
+        try:
+            import ImageReward as image_reward_package
+        except ImportError:
+            raise FlowliteError(MISSING["imagereward"]) from None
+        self.model = image_reward_package.load(str(checkpoint), device="cpu",
+                                               med_config=None if med_config is None else str(med_config))
+        self.model.eval().requires_grad_(False)
+
+    def forward(self, x: Tensor, cond=None) -> Tensor:
+        tokens = self.model.blip.tokenizer(prompts_for_batch(cond, x.shape[0]), padding="max_length", truncation=True,
+                                           max_length=35, return_tensors="pt").to(x.device)
+        score = self.model.score_gard(tokens.input_ids, tokens.attention_mask, clip_preprocess(x.float(), 224))
+        return score.reshape(-1).float()
+
+    def train(self, mode: bool = True) -> "ImageRewardModel":
+        return super().train(False)
+
+
 def optional_reward(name: str, pretrained: str | Path | None = None, **kw) -> Reward:
-    """``hpsv2`` (``pretrained`` = the HPSv2 checkpoint file); ``imagereward`` is named but not wrapped yet."""
+    """``hpsv2`` (``pretrained`` = the HPSv2.1 checkpoint file) or ``imagereward`` (``pretrained`` = its checkpoint,
+    default the package's ``ImageReward-v1.0``); a clear FlowliteError when the package is missing."""
     if name == "hpsv2":
         if pretrained is None:
             try:
@@ -69,9 +100,4 @@ def optional_reward(name: str, pretrained: str | Path | None = None, **kw) -> Re
                 raise FlowliteError(MISSING["hpsv2"]) from None
             raise FlowliteError("hpsv2 needs pretrained= a local HPS_v2.1_compressed.pt checkpoint")
         return HPSv2Reward(pretrained, **kw)
-    try:
-        import ImageReward  # noqa: F401
-    except ImportError:
-        raise FlowliteError(MISSING["imagereward"]) from None
-    raise FlowliteError("ImageReward is installed, but flowlite has no differentiable wrapper for it yet; "
-                        "accepted: aesthetic, pickscore, clipscore, hpsv2")
+    return ImageRewardModel(pretrained or "ImageReward-v1.0", **kw)

@@ -59,11 +59,11 @@ class AestheticReward(CLIPImageReward):
                         head: str | Path | None = None) -> "AestheticReward":
         """CLIP from a hub id or folder; head from a ``.safetensors`` or LAION's ``.pth`` state dict (loaded with
         ``weights_only=True``), by default ``aesthetic_head.safetensors`` inside the CLIP folder."""
-        model, _ = cls._load_clip(clip, "aesthetic CLIP", tokenizer_from=False)
         head_path = Path(head) if head is not None else Path(clip) / HEAD_FILE
-        if not head_path.is_file():
-            raise FlowliteError(f"aesthetic head file {str(head_path)!r} not found; pass head= the LAION MLP "
-                                "(sac+logos+ava1-l14-linearMSE.pth) or a .safetensors state dict")
+        if not head_path.is_file():  # checked before CLIP is loaded: a hub id would download ~1.7 GB first
+            raise FlowliteError(f"aesthetic head file {str(head_path)!r} not found; pass head= (--reward-head) the "
+                                "LAION MLP (sac+logos+ava1-l14-linearMSE.pth) or a .safetensors state dict")
+        model, _ = cls._load_clip(clip, "aesthetic CLIP", tokenizer_from=False)
         if head_path.suffix == ".safetensors":
             from safetensors.torch import load_file
 

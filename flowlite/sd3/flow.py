@@ -5,7 +5,7 @@ w = ε - x_data = dx/dσ. Paper time predicts v = dx/dt, so
 
     v(x, t) = -w(x, timestep = 1000·(1 - t)),        x̂1 = x + (1 - t) v = x - σ w.
 
-That conversion lives in :meth:`SD3Flow._sd3_output` (with ``sigma.py``) and nowhere else: every method sees paper
+That conversion lives in :meth:`SD3Flow._model_output` (with ``sigma.py``) and nowhere else: every method sees paper
 time. The rest of the family: ``prompts.py`` (the ``cond`` object), ``loading.py``, ``sigma.py`` (grids), ``vae.py``
 (latents ↔ images, rewards on latents), ``lora.py`` (files in the diffusers format), ``nets.py`` (value networks),
 ``tiny.py`` (a tiny random pipeline), ``recipes.py`` (per-method settings, as data).
@@ -25,7 +25,7 @@ from flowlite.flows import FlowModel
 from flowlite.paths import batch_time
 from flowlite.sd3.nets import LatentCorrection, LatentCritic
 from flowlite.sd3.prompts import PromptEmbeddings
-from flowlite.sd3.sigma import sigma_from_time
+from flowlite.sd3.sigma import pipeline_grid, sigma_from_time
 
 # The official VGG-Flow code's LoRA on SD3: the four attention projections of the image stream (rank 8, alpha = rank),
 # which every method's recipe uses, so runs compare like for like (diffusers' DreamBooth script also adapts the text
@@ -109,12 +109,26 @@ class SD3Flow(FlowModel):
         check_image_size(height, width, f, tr.config.patch_size)
         return cls(tr, (tr.config.in_channels, height // f, width // f), **kw)
 
+    PIPELINE = "StableDiffusion3Pipeline"
+    """The diffusers pipeline class of this family (its LoRA files are written and read through it)."""
+
+    @property
+    def image_seq_len(self) -> int:
+        """Image tokens per sample, (h/p)·(w/p): what a dynamically shifted σ grid depends on."""
+        p = self.transformer.config.patch_size
+        return (self.event_shape[1] // p) * (self.event_shape[2] // p)
+
+    def pipeline_grid(self, scheduler, steps: int) -> Tensor:
+        """The pipeline's own σ grid for ``steps`` steps at this flow's image size, in paper time."""
+        return pipeline_grid(scheduler, steps, self.image_seq_len)
+
     # ---------------------------------------------------------------- the one σ ↔ t conversion
-    def _sd3_output(self, x: Tensor, t: Tensor, prompt_embeds: Tensor, pooled: Tensor) -> Tensor:
-        """w = transformer(x, timestep = 1000·σ, c) with σ = 1 - t, in x's dtype."""
+    def _model_output(self, x: Tensor, t: Tensor, prompt_embeds: Tensor, pooled: Tensor) -> Tensor:
+        """w = transformer(x, timestep = 1000·σ, c) with σ = 1 - t, in x's dtype. The timestep stays fp32 whatever the
+        transformer's dtype, as in the pipeline (bf16 would put it up to 2 of 1000 off)."""
         dtype = self.transformer.dtype
         sigma = sigma_from_time(batch_time(t, x))
-        w = self.transformer(hidden_states=x.to(dtype), timestep=(1000 * sigma).to(dtype),
+        w = self.transformer(hidden_states=x.to(dtype), timestep=(1000 * sigma).float(),
                              encoder_hidden_states=prompt_embeds.to(dtype), pooled_projections=pooled.to(dtype),
                              return_dict=False)[0]
         return w.to(x.dtype)
@@ -125,14 +139,14 @@ class SD3Flow(FlowModel):
         cond = cond.for_batch(x.shape[0])
         t = batch_time(t, x)
         if not (cond.has_negative and self.guidance_scale > 1.0):
-            return -self._sd3_output(x, t, cond.prompt_embeds, cond.pooled)
+            return -self._model_output(x, t, cond.prompt_embeds, cond.pooled)
         s = self.guidance_scale
         if detach_uncond and torch.is_grad_enabled():
             with torch.no_grad():  # sg(w_u): no graph kept for the unconditional branch
-                w_u = self._sd3_output(x, t, cond.negative_prompt_embeds, cond.negative_pooled)
-            w_c = self._sd3_output(x, t, cond.prompt_embeds, cond.pooled)
+                w_u = self._model_output(x, t, cond.negative_prompt_embeds, cond.negative_pooled)
+            w_c = self._model_output(x, t, cond.prompt_embeds, cond.pooled)
         else:  # one batched call [uncond, cond], as the pipeline does
-            both = self._sd3_output(torch.cat([x, x]), torch.cat([t, t]),
+            both = self._model_output(torch.cat([x, x]), torch.cat([t, t]),
                                     torch.cat([cond.negative_prompt_embeds, cond.prompt_embeds]),
                                     torch.cat([cond.negative_pooled, cond.pooled]))
             w_u, w_c = both.chunk(2)

@@ -1,4 +1,5 @@
-"""Loading SD3 from a hub id or a local folder, frozen and in eval mode (theory §12.1)."""
+"""Loading SD3 (and any diffusers pipeline of an image family) from a hub id or a local folder, frozen and in eval
+mode (theory §12.1)."""
 
 from __future__ import annotations
 
@@ -24,27 +25,34 @@ def freeze_pipeline(pipe):
 
 def load_sd3(pretrained: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "auto",
              drop_t5: bool = False):
-    """Load a ``StableDiffusion3Pipeline`` from a hub id or a local folder, frozen and in eval mode.
+    """Load a ``StableDiffusion3Pipeline`` (SD3 or SD3.5) from a hub id or a local folder, frozen and in eval mode.
 
     ``dtype`` defaults to bfloat16 on a GPU and float32 on a CPU; ``drop_t5`` skips T5 (the pipeline then uses
     zeros for its part of the embeddings). Raises FlowliteError for a missing folder or an unreachable hub id.
     """
-    from diffusers import StableDiffusion3Pipeline
+    path = Path(pretrained)
+    lacks_t5 = path.exists() and (path / "model_index.json").is_file() and _lacks_t5(path)
+    kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 or lacks_t5 else {}
+    return load_pipeline("StableDiffusion3Pipeline", pretrained, "SD3", dtype, device, **kwargs)
+
+
+def load_pipeline(class_name: str, pretrained: str | Path, what: str, dtype: torch.dtype | None = None,
+                  device: str | torch.device = "auto", **kwargs):
+    """``diffusers.<class_name>.from_pretrained`` from a hub id or folder, on ``device`` in ``dtype`` (default bf16
+    on a GPU, fp32 on a CPU), frozen and in eval mode; one FlowliteError for a folder without model_index.json or
+    weights that cannot be loaded."""
+    import diffusers
 
     device = pick_device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-    source = check_pretrained(pretrained, "SD3")
+    source = check_pretrained(pretrained, what)
     path = Path(source)
-    local = path.exists()
-    if local and not (path / "model_index.json").is_file():
-        raise FlowliteError(f"{str(pretrained)!r} is not an SD3 weight folder (no model_index.json in it)")
-    kwargs = {"dtype": dtype}
-    if drop_t5 or (local and _lacks_t5(path)):
-        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    if path.exists() and not (path / "model_index.json").is_file():
+        raise FlowliteError(f"{str(pretrained)!r} is not an {what} weight folder (no model_index.json in it)")
     try:
-        pipe = StableDiffusion3Pipeline.from_pretrained(source, **kwargs)
+        pipe = getattr(diffusers, class_name).from_pretrained(source, dtype=dtype, **kwargs)
     except (OSError, EnvironmentError) as err:
-        raise FlowliteError(f"could not load SD3 weights from {str(pretrained)!r}: {err}") from None
+        raise FlowliteError(f"could not load {what} weights from {str(pretrained)!r}: {err}") from None
     return freeze_pipeline(pipe.to(device))
 
 

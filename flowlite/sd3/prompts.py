@@ -77,11 +77,14 @@ class PromptCache:
                                 "encode every prompt before free_text_encoders()")
         for start in range(0, len(prompts), self.chunk):  # chunks bound the text encoders' memory
             chunk = prompts[start:start + self.chunk]
-            pe, npe, ppe, nppe = self.pipe.encode_prompt(
-                chunk, chunk, chunk, device=self.pipe.device, do_classifier_free_guidance=True,
-                negative_prompt=[self.negative_prompt] * len(chunk), max_sequence_length=self.max_sequence_length)
-            for i, p in enumerate(chunk):
-                self._rows[p] = (pe[i], ppe[i], npe[i], nppe[i])
+            self._rows.update(zip(chunk, self._encode_chunk(chunk)))
+
+    def _encode_chunk(self, chunk: list[str]) -> list[tuple]:
+        """(prompt_embeds, pooled, negative_prompt_embeds, negative_pooled) per prompt, from SD3's three encoders."""
+        pe, npe, ppe, nppe = self.pipe.encode_prompt(
+            chunk, chunk, chunk, device=self.pipe.device, do_classifier_free_guidance=True,
+            negative_prompt=[self.negative_prompt] * len(chunk), max_sequence_length=self.max_sequence_length)
+        return [(pe[i], ppe[i], npe[i], nppe[i]) for i in range(len(chunk))]
 
     def __call__(self, prompts: str | Sequence[str]) -> PromptEmbeddings:
         """Embeddings for ``prompts`` (one row each, in order), encoding only the ones not seen before."""
@@ -90,10 +93,11 @@ class PromptCache:
         if missing:
             self._encode(missing)
         rows = [self._rows[p] for p in prompts]
-        pe, ppe, npe, nppe = (torch.stack(col) for col in zip(*rows))
+        pe, ppe, npe, nppe = (torch.stack(col) if col[0] is not None else None for col in zip(*rows))
         return PromptEmbeddings(pe, ppe, npe, nppe, prompts=list(prompts))
 
     def free_text_encoders(self) -> None:
         """Drop the three text encoders from the pipeline (their memory is freed; cached prompts still work)."""
         for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
-            setattr(self.pipe, name, None)
+            if hasattr(self.pipe, name):
+                setattr(self.pipe, name, None)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from flowlite.errors import FlowliteError
+
 
 def sigma_from_time(t: Tensor | float) -> Tensor:
     """SD3's noise level σ = 1 - t (σ = 1 is noise); the transformer receives timestep = 1000·σ."""
@@ -29,7 +31,26 @@ def shifted_grid(solver_steps: int, shift: float = 3.0) -> Tensor:
     return time_from_sigma(shift_sigma(sigma, shift))
 
 
-def pipeline_grid(scheduler, steps: int) -> Tensor:
-    """The scheduler's own σ grid for ``steps`` steps (shifted, SD3-medium: shift 3), in paper time t = 1 - σ."""
-    scheduler.set_timesteps(steps)
+def dynamic_shift_mu(scheduler_config, image_seq_len: int) -> float:
+    """The pipelines' μ for schedulers with ``use_dynamic_shifting``: linear in the number of image tokens, from
+    ``base_shift`` at ``base_image_seq_len`` to ``max_shift`` at ``max_image_seq_len`` (SD3.5 and FLUX pipelines)."""
+    c = scheduler_config
+    slope = (c["max_shift"] - c["base_shift"]) / (c["max_image_seq_len"] - c["base_image_seq_len"])
+    return float(c["base_shift"] + slope * (image_seq_len - c["base_image_seq_len"]))
+
+
+def pipeline_grid(scheduler, steps: int, image_seq_len: int | None = None, sigmas=None) -> Tensor:
+    """The scheduler's own σ grid for ``steps`` steps, in paper time t = 1 - σ: shifted by its fixed ``shift``
+    (SD3-medium: 3) or, with ``use_dynamic_shifting``, by μ(``image_seq_len``) as the pipelines compute it.
+    ``sigmas``: the pipeline's own starting σ list where it passes one (FLUX: linspace(1, 1/steps, steps))."""
+    kwargs = {}
+    if scheduler.config.get("use_dynamic_shifting"):
+        if image_seq_len is None:
+            raise FlowliteError("this scheduler shifts its sigmas by the image size (use_dynamic_shifting): pass "
+                                "image_seq_len (the flow's image_seq_len)")
+        kwargs["mu"] = dynamic_shift_mu(scheduler.config, image_seq_len)
+    if sigmas is not None:
+        scheduler.set_timesteps(sigmas=list(sigmas), **kwargs)
+    else:
+        scheduler.set_timesteps(steps, **kwargs)
     return time_from_sigma(scheduler.sigmas.to(torch.float64).cpu())

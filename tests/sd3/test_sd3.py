@@ -74,7 +74,7 @@ def test_cfg_gradient_flows_through_the_conditional_branch_only(tiny_sd3_folder)
     x, t = torch.randn(2, *flow.event_shape), torch.tensor([0.2, 0.7])
     params = list(flow.trainable_parameters())
     grads = torch.autograd.grad(flow.velocity(x, t, cond).sum(), params)
-    w_c = flow._sd3_output(x, t, cond.prompt_embeds, cond.pooled)
+    w_c = flow._model_output(x, t, cond.prompt_embeds, cond.pooled)
     expected = torch.autograd.grad((-GUIDANCE * w_c).sum(), params)
     assert max((a - b).abs().max().item() for a, b in zip(grads, expected)) < 1e-5
     base_params = [p for n, p in flow.transformer.named_parameters() if "lora_" not in n]

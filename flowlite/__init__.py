@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import importlib
 
+from flowlite import quiet
+
+quiet.install()  # library warnings the user cannot act on (flowlite/quiet.py)
+
 __version__ = "0.1.0"
 
 _PUBLIC = {

@@ -9,14 +9,18 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the last good checkpoint was kept."""
 
 
+BETA_MAX = 1e8
+"""The largest β accepted: above it exp(β r) overflows for any reward of order one (SD3 recipes use up to 5e5)."""
+
+
 def check_beta(beta) -> float:
-    """β must be a finite, non-negative number (p* ∝ p_base exp(β r))."""
+    """β must be a finite number in [0, BETA_MAX] (p* ∝ p_base exp(β r))."""
     import math
 
     try:
         value = float(beta)
     except (TypeError, ValueError):
-        raise FlowliteError(f"beta must be a finite number >= 0, got {beta!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise FlowliteError(f"beta must be a finite number >= 0, got {beta!r}")
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= BETA_MAX):
+        raise FlowliteError(f"beta must be a finite number in [0, {BETA_MAX:g}], got {beta!r}")
     return value

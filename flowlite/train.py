@@ -5,14 +5,14 @@
         loss.backward(); optimizer.step(); scheduler.step()
 
 around which it adds: a tqdm progress bar, a CSV of scalars (and TensorBoard when installed), periodic
-atomic checkpoints holding model, optimizer, scheduler, RNG states and step, exact resume, optional gradient
-clipping and a stop on a non-finite loss that keeps the last good checkpoint.
+atomic checkpoints holding model, optimizer, scheduler, RNG states and step, exact resume (from the newest checkpoint
+that loads), optional gradient clipping and the NaN guard (``flowlite.guard``): a non-finite loss, logged scalar,
+gradient or parameter stops training before the optimizer step, so no checkpoint ever holds one.
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowlite.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from flowlite import guard
+from flowlite.checkpoint import load_newest_loadable, save_checkpoint
 from flowlite.ema import EMA
-from flowlite.errors import NonFiniteLossError
 
 LossFn = Callable[[int], "Tensor | tuple[Tensor, dict]"]
 
@@ -42,6 +42,14 @@ class TrainResult:
         return [row[key] for row in self.history if key in row]
 
 
+def _number(text: str) -> int | float:
+    """A CSV cell as it was logged (an int stays an int, so a resumed log is written back byte for byte)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 class _ScalarLog:
     """Rows of scalars, flushed to ``metrics.csv`` (rewritten so new columns just appear) and TensorBoard."""
 
@@ -50,7 +58,7 @@ class _ScalarLog:
         self.rows: list[dict] = []
         if self.path and self.path.is_file() and start > 0:
             with self.path.open() as f:
-                self.rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+                self.rows = [{k: _number(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
             self.rows = [r for r in self.rows if r.get("step", 0) <= start]
         self.tb = None
         if run_dir is not None:
@@ -98,7 +106,8 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
         loss_fn: ``loss_fn(step) -> loss`` or ``(loss, {name: float})``; draws its randomness from the global
             torch RNG so that resume is exact.
         checkpoint_every: write a checkpoint every N steps (and at the end) under ``run_dir/checkpoints``.
-        resume: continue from the newest checkpoint in ``run_dir`` (optimizer, scheduler, RNG, step).
+        resume: continue from the newest checkpoint in ``run_dir`` that loads (optimizer, scheduler, RNG, step); newer
+            ones that do not load are moved aside, with a message saying why.
         callback: ``callback(step) -> {name: float}`` every ``callback_every`` steps (e.g. evaluation);
             its values join the logged row of that step. With ``ema``, it runs on the averaged weights.
         ema: an :class:`~flowlite.ema.EMA` of the trainable parameters, updated after every step and saved in
@@ -111,7 +120,9 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             is renamed into place (e.g. the LoRA in the diffusers format), so they are atomic with it.
         main_process: False on the other ranks of a data-parallel run: they train and resume but write nothing.
     Raises:
-        NonFiniteLossError: the loss became NaN/inf; nothing is written for that step.
+        NonFiniteLossError: the loss, a logged scalar, a gradient or a parameter became NaN/inf; the optimizer step
+            is not taken and nothing is written for that step (``flowlite.guard``).
+        ValueError: ``resume`` found a checkpoint past ``train_steps``.
     """
     if train_steps < 0:
         raise ValueError(f"train_steps must be >= 0, got {train_steps}")
@@ -126,15 +137,17 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
 
     start, last = 0, None
     if resume:
-        last = latest_checkpoint(ckpt_dir)
+        last, state = load_newest_loadable(ckpt_dir, module, optimizer, scheduler)
         if last is not None:
-            state = load_checkpoint(last, module, optimizer, scheduler)
             start = int(state["step"])
+            if start > train_steps:
+                raise ValueError(f"the checkpoint {last} is at step {start}, past train_steps={train_steps}")
             if ema is not None and "ema" in state["extra"]:
                 ema.load_state_dict(state["extra"]["ema"])
     log = _ScalarLog(run_dir if main_process else None, start)
     result = TrainResult(history=log.rows, step=start, run_dir=run_dir, last_checkpoint=last)
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    named = guard.named_parameters(module, params)
     clock = time.perf_counter()
     bar = tqdm(range(start, train_steps), initial=start, total=train_steps, desc=desc, disable=not progress,
                dynamic_ncols=True, leave=False)
@@ -147,10 +160,7 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
                 out = loss_fn(step)
                 loss, micro_logs = (out if isinstance(out, tuple) else (out, {}))
                 micro = float(loss.detach())
-                if not math.isfinite(micro):
-                    where = result.last_checkpoint or "none written yet"
-                    raise NonFiniteLossError(f"loss is {micro} at step {step + 1}; training stopped. "
-                                             f"Last good checkpoint: {where}")
+                guard.check_scalars({"loss": micro, **micro_logs}, step + 1, result.last_checkpoint)
                 (loss / accumulate if accumulate > 1 else loss).backward()
                 value += micro / accumulate
                 for k, v in micro_logs.items():
@@ -160,7 +170,9 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             row = {"step": step + 1, "loss": value}
             if grad_clip is not None:
                 row["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+            guard.check_gradients(named, step + 1, result.last_checkpoint)
             optimizer.step()
+            guard.check_parameters(named, step + 1, result.last_checkpoint)
             if scheduler is not None:
                 scheduler.step()
             if ema is not None:
@@ -179,9 +191,11 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             result.step = step + 1
             if progress:
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-            if (step + 1) % log_every == 0:
+            checkpoint_now = checkpoint_every and main_process and ((step + 1) % checkpoint_every == 0
+                                                                    or step + 1 == train_steps)
+            if (step + 1) % log_every == 0 or checkpoint_now:  # the log never lags behind a checkpoint
                 log.flush()
-            if checkpoint_every and main_process and ((step + 1) % checkpoint_every == 0 or step + 1 == train_steps):
+            if checkpoint_now:
                 extra = {"ema": ema.state_dict()} if ema is not None else None
                 result.last_checkpoint = save_checkpoint(ckpt_dir, module, optimizer, scheduler, step + 1,
                                                          keep_last=keep_last, extra=extra, files=checkpoint_files)

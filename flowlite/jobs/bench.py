@@ -35,6 +35,7 @@ from torch import Tensor
 from flowlite.errors import FlowliteError
 from flowlite.finetune import finetune
 from flowlite.jobs.bench_report import aggregate, json_ready, plot_curves, plot_samples_grid, summary_markdown
+from flowlite.jobs.validate import check_output
 from flowlite.methods import METHODS, build_method
 from flowlite.rewards.counting import CountingReward
 from flowlite.solvers import sample_ode
@@ -225,15 +226,18 @@ def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None
         raise FlowliteError("give --budget-seconds or --iterations, not both")
     if budget_seconds is not None and not (math.isfinite(budget_seconds) and budget_seconds > 0):
         raise FlowliteError(f"budget_seconds must be a finite number > 0, got {budget_seconds!r}")
-    out = Path(out)
+    names = {p: load_problem(p).name for p in problems}  # a JSON path's results are keyed by the problem's name
+    out = check_output(out, "--out")
     out.mkdir(parents=True, exist_ok=True)
-    config = {"problems": problems, "methods": methods, "budget_seconds": budget_seconds, "iterations": iterations,
+    config = {"problems": list(names.values()), "methods": methods, "budget_seconds": budget_seconds,
+              "iterations": iterations,
               "seeds": list(seeds), "base": base, "batch_size": batch_size, "solver_steps": solver_steps,
               "eval_samples": eval_samples, "eval_steps": EVAL_STEPS, "curve_samples": curve_samples, "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    references = {p: problem_references(p, base, eval_samples) for p in problems}
+    references = {names[p]: problem_references(p, base, eval_samples) for p in problems}
     wants_own = any(m in OWN_OPTIMUM_METHODS for m in methods)
-    own_jobs = {p: (p, base, eval_samples if _has_closed_form_own_optimum(p) else min(own_optimum_n, eval_samples))
+    own_jobs = {names[p]: (p, base, eval_samples if _has_closed_form_own_optimum(p) else
+                           min(own_optimum_n, eval_samples))
                 for p in problems if wants_own and (own_optimum_n > 0 or _has_closed_form_own_optimum(p))}
     jobs_list = [dict(problem_name=p, method_name=m, seed=s, budget_seconds=budget_seconds, iterations=iterations,
                       base=base, batch_size=batch_size, solver_steps=solver_steps, eval_samples=eval_samples,
@@ -278,7 +282,7 @@ def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None
     (out / "summary.json").write_text(json.dumps(json_ready({"config": config, "references": references,
                                                               "runs": records, "summary": summary}), indent=1))
     plot_samples_grid(references, results, out / "samples.png")
-    for name in problems:
+    for name in names.values():
         plot_curves(name, references[name], results, out / f"curves_{name}.png", curve_samples)
     return {"config": config, "references": references, "records": records, "summary": summary,
             "results": results}

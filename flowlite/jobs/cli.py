@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from flowlite.errors import FlowliteError
-from flowlite.jobs.arguments import Parser, beta_value, positive_float, positive_int
+from flowlite.errors import FlowliteError, NonFiniteLossError
+from flowlite.jobs.arguments import (Parser, beta_value, guidance_value, non_negative_int, positive_float, positive_int,
+                                     seed_value)
+from flowlite.jobs.validate import check_output, checkpoint_choice
 
 
 def cmd_train_base(args) -> int:
@@ -19,8 +21,8 @@ def cmd_train_base(args) -> int:
     from flowlite.toy.metrics import histogram_kl, mode_mass_error
     from flowlite.toy.problems import load_problem
 
-    problem = load_problem(args.problem)
-    out = Path(args.out) if args.out else problem.checkpoint_path
+    problem = load_problem(args.problem, exact_target=False)  # the base alone is fitted
+    out = check_output(args.out or problem.checkpoint_path, "--out", kind="file")
     print(f"fitting the base MLP of {problem.name!r} (mixture {problem.base_name!r}) for {args.train_steps} steps")
     net, result = train_base(problem.base, train_steps=args.train_steps, batch_size=args.batch_size, seed=args.seed,
                              progress=not args.quiet)
@@ -40,9 +42,12 @@ def cmd_train_base(args) -> int:
 
 def cmd_targets(args) -> int:
     from flowlite.jobs.targets import plot_targets
-    from flowlite.toy.problems import list_problems
+    from flowlite.toy.problems import list_problems, load_problem
 
     names = list_problems() if args.problem == "all" else [args.problem]
+    for name in names:  # every problem is checked before the first figure is written
+        load_problem(name, beta=args.beta)
+    check_output(args.out, "--out")
     for name in names:
         plot_targets(name, beta=args.beta, out_dir=Path(args.out), base=args.base, seed=args.seed)
     return 0
@@ -50,7 +55,10 @@ def cmd_targets(args) -> int:
 
 def cmd_finetune(args) -> int:
     from flowlite.jobs.finetune_problem import finetune_problem
+    from flowlite.methods import takes_beta
 
+    if args.beta is not None and not takes_beta(args.method):
+        raise FlowliteError(f"--beta does not apply to --method {args.method}: it has no KL term")
     method_options = {"batch_size": args.batch_size, "solver_steps": args.solver_steps}
     if args.schedule is not None:
         if args.method != "adjoint-matching":
@@ -61,7 +69,7 @@ def cmd_finetune(args) -> int:
     metrics = finetune_problem(args.problem, args.method, beta=args.beta, train_steps=args.train_steps,
                                base=args.base, out=out, seed=args.seed, eval_every=args.eval_every,
                                resume=args.resume, progress=not args.quiet, method_options=method_options,
-                               train_options=train_options)
+                               train_options=train_options, overwrite=args.overwrite)
     base = metrics["base"]
     print(f"{metrics['method']} on {metrics['problem']} (β={metrics['beta']:g}), {metrics['train_steps']} steps, "
           f"{metrics['cpu_seconds']:.0f} CPU s")
@@ -88,23 +96,32 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sd3(args) -> int:
-    from flowlite.errors import NonFiniteLossError
+    import os
+
     from flowlite.jobs.image_job import dry_run, run_sd3
     from flowlite.jobs.image_settings import check_resume, read_prompts, resolve_config
+    from flowlite.jobs.run_lock import RunLock
 
-    flags = {k: v for k, v in vars(args).items() if k not in ("func", "command", "threads", "resume", "dry_run")}
-    config = resolve_config(flags)
+    skip = ("func", "command", "threads", "resume", "dry_run", "overwrite")
+    config = resolve_config({k: v for k, v in vars(args).items() if k not in skip})
     read_prompts(config["prompts"])
     read_prompts(config["eval_prompts"], "--eval-prompts")
     if args.dry_run:
         dry_run(config)
         return 0
-    check_resume(config, args.resume)
+    check_output(config["output"], "--output")
+    if args.resume not in (None, "latest"):
+        raise FlowliteError(f"--resume accepts only 'latest', got {args.resume!r}")
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate, rank 0 alone locks and checks the folder
+    lock = RunLock(config["output"], "--output") if main_process else None
     try:
+        if lock is not None:
+            lock.acquire()
+            check_resume(config, args.resume, overwrite=args.overwrite)
         summary = run_sd3(config, resume=args.resume)
-    except NonFiniteLossError as err:  # the last good checkpoint is kept; --resume latest with a lower --lr
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    finally:
+        if lock is not None:
+            lock.release()
     if not args.quiet and summary["rank"] == 0:
         print(f"{config['method']} on {config['reward']}: {summary['train_steps']} steps in "
               f"{summary['seconds']:.1f} s, last loss {summary['last'].get('loss', float('nan')):.4g}; wrote "
@@ -115,6 +132,12 @@ def cmd_sd3(args) -> int:
 def cmd_sd3_sample(args) -> int:
     from flowlite.jobs.image_sample import run_sample
 
+    from flowlite.jobs.validate import check_prompt
+
+    for i, prompt in enumerate(args.prompt, 1):
+        check_prompt(prompt, f"--prompt {i}")
+    if args.output:
+        check_output(args.output, "--output", kind="file" if args.output.endswith(".png") else "folder")
     for path in run_sample(args.lora, args.prompt, args.seed, output=args.output, checkpoint=args.checkpoint,
                            solver_steps=args.solver_steps, guidance_scale=args.guidance_scale):
         print(f"wrote {path}")
@@ -138,7 +161,7 @@ def build_parser() -> Parser:
     p.add_argument("--train-steps", type=positive_int, default=8000, help="optimisation steps (default 8000)")
     p.add_argument("--batch-size", type=positive_int, default=2048)
     p.add_argument("--eval-samples", type=positive_int, default=4000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--out", default=None, help="weights file (default: the problem's shipped checkpoint)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_base)
@@ -147,7 +170,7 @@ def build_parser() -> Parser:
     p.add_argument("--problem", default="all", help=f"problem name ({problems}), a JSON path, or all")
     p.add_argument("--beta", type=beta_value, default=None, help="override the problem's beta (finite, >= 0)")
     p.add_argument("--base", default="mlp", choices=["mlp", "exact"], help="which base model to sample")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--out", default="runs/targets", help="output folder (default runs/targets)")
     p.set_defaults(func=cmd_targets)
 
@@ -159,14 +182,17 @@ def build_parser() -> Parser:
     p.add_argument("--train-steps", type=positive_int, default=None, help="optimisation steps (default: per method)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--solver-steps", type=positive_int, default=50, help="time steps K of the sampler")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: per method)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate (default: per method)")
     p.add_argument("--schedule", choices=["memoryless", "constant", "ode"], default=None,
                    help="adjoint-matching's noise schedule (default memoryless)")
     p.add_argument("--base", default="exact", choices=["exact", "mlp"])
-    p.add_argument("--eval-every", type=int, default=0, help="log metrics against the tilt every N steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=non_negative_int, default=0,
+                   help="log metrics against the tilt every N steps (0: never)")
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--out", default=None, help="run folder (default runs/finetune/<problem>-<method>)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's newest checkpoint that loads "
+                                                         "(the run's settings must be kept)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_finetune)
 
@@ -179,12 +205,12 @@ def build_parser() -> Parser:
     budget.add_argument("--budget-seconds", type=positive_float, default=None,
                         help="CPU seconds of training per run (iterations calibrated per method)")
     budget.add_argument("--iterations", type=positive_int, default=None, help="iterations per run, every method")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; the table shows mean ± std over them")
+    p.add_argument("--seeds", nargs="+", type=seed_value, default=[0], help="seeds; the table shows mean ± std over them")
     p.add_argument("--base", default="exact", choices=["exact", "mlp"])
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--solver-steps", type=positive_int, default=50, help="time steps K of the training sampler")
     p.add_argument("--eval-samples", type=positive_int, default=4000)
-    p.add_argument("--own-optimum-samples", type=int, default=1000,
+    p.add_argument("--own-optimum-samples", type=non_negative_int, default=1000,
                    help="particles of VGG-Flow's deterministic-control reference where it has no closed form "
                         "(about a CPU minute per thousand; 0 skips it)")
     p.add_argument("--jobs", type=positive_int, default=1, help="runs at once, one process and thread each")
@@ -201,7 +227,8 @@ def build_parser() -> Parser:
     p.add_argument("--tiny", action="store_true", help="a tiny random model (of --model's family) and reward, 16x16 "
                    "images, for CPU")
     p.add_argument("--resume", default=None, metavar="latest", help="continue the run in --output from its newest "
-                                                                    "checkpoint")
+                                                                    "checkpoint that loads")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --output")
     p.add_argument("--dry-run", action="store_true", help="build, run two steps, print s/step and peak memory; "
                                                           "write nothing")
     p.add_argument("--no-wandb", action="store_true", help="do not log to wandb even when it is installed")
@@ -211,11 +238,12 @@ def build_parser() -> Parser:
     p = sub.add_parser("sd3-sample", help="images from a trained run's LoRA through StableDiffusion3Pipeline")
     p.add_argument("--lora", required=True, metavar="RUN_DIR", help="a run folder of `python -m flowlite sd3`")
     p.add_argument("--prompt", required=True, nargs="+", help="one or more prompts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint", default=None, help="latest or a step number (default: the final LoRA)")
+    p.add_argument("--seed", type=seed_value, default=0)
+    p.add_argument("--checkpoint", type=checkpoint_choice, default=None,
+                   help="latest or a step number (default: the final LoRA)")
     p.add_argument("--solver-steps", type=positive_int, default=None,
                    help="sampler steps (default: the run's eval steps)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="default: the run's")
+    p.add_argument("--guidance-scale", type=guidance_value, default=None, help="default: the run's (0 to 100)")
     p.add_argument("--output", default=None, help="a .png file or a folder (default RUN_DIR/samples)")
     p.set_defaults(func=cmd_sd3_sample)
 
@@ -235,9 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except FlowliteError as err:
+    except FlowliteError as err:  # bad input: nothing was written
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:  # the last good checkpoint is kept; resume from it with a lower --lr
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # the disk filled up, a permission changed: one line, the checkpoints written are intact
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        print(f"error: {err.strerror or err}{where}; the newest complete checkpoint is intact (--resume)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,20 +11,30 @@ import torch
 from safetensors.torch import save_file
 
 from flowlite.finetune import finetune
+from flowlite.jobs.run_folder import open_run_folder
+from flowlite.jobs.run_lock import RunLock
+from flowlite.jobs.validate import check_output
 from flowlite.methods import build_method
 from flowlite.solvers import sample_ode
 from flowlite.toy.metrics import score
 from flowlite.toy.problems import load_problem
+
+IDENTITY = ("problem", "method", "beta", "base", "seed", "method_options", "train_options")
+"""Settings a resume must keep (more --train-steps or another --eval-every may change)."""
+OUTPUTS = ("checkpoints", "metrics.csv", "metrics.json", "config.json", "samples.png", "samples.safetensors",
+           "tensorboard")
+"""What a run writes in its folder (what --overwrite removes)."""
 
 
 def finetune_problem(problem_name: str, method_name: str, beta: float | None = None, train_steps: int | None = None,
                      base: str = "exact", out: str | Path | None = None, seed: int = 0,
                      eval_samples: int = 4000, eval_every: int = 0, resume: bool = False,
                      progress: bool = True, method_options: dict | None = None,
-                     train_options: dict | None = None) -> dict:
+                     train_options: dict | None = None, overwrite: bool = False) -> dict:
     """Fine-tune a problem's base with a registered method; write samples, metrics against the exact tilt,
     a figure, the training log and checkpoints under ``out`` (default ``runs/finetune/<problem>-<method>``).
-    Returns the metrics dictionary."""
+    Returns the metrics dictionary. Everything is checked before anything is written; the folder is locked while the
+    run lasts, and a resume must keep the run's ``IDENTITY`` settings (``flowlite.jobs.run_folder``)."""
     problem = load_problem(problem_name, beta=beta)
     torch.manual_seed(seed)
     method, defaults = build_method(method_name, problem.flow(base), problem.reward, problem.beta,
@@ -32,17 +42,24 @@ def finetune_problem(problem_name: str, method_name: str, beta: float | None = N
     options = {**defaults, **(train_options or {})}
     default_steps = options.pop("train_steps", 200)
     train_steps = train_steps if train_steps is not None else default_steps
-    out = Path(out or f"runs/finetune/{problem.name}-{method_name}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output(out or f"runs/finetune/{problem.name}-{method_name}", "--out")
+    config = {"problem": problem.name, "method": method_name, "beta": problem.beta, "train_steps": train_steps,
+              "base": base, "seed": seed, "method_options": method_options or {}, "train_options": options}
+    with RunLock(out, "--out"):
+        open_run_folder(out, config, IDENTITY, resume, overwrite, train_steps, OUTPUTS)
+        (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
+        return _run(problem, method, method_name, out, train_steps, seed, eval_samples, eval_every, resume,
+                    progress, options)
+
+
+def _run(problem, method, method_name: str, out: Path, train_steps: int, seed: int, eval_samples: int,
+         eval_every: int, resume: bool, progress: bool, options: dict) -> dict:
     gen = torch.Generator().manual_seed(seed + 1)
     eval_x0 = torch.randn(eval_samples, problem.base.dim, generator=gen)
 
     def evaluate(step: int) -> dict:
         return score(sample_ode(method.model.velocity, eval_x0), problem.target, problem.reward)
 
-    config = {"problem": problem.name, "method": method_name, "beta": problem.beta, "train_steps": train_steps,
-              "base": base, "seed": seed, "method_options": method_options or {}, "train_options": options}
-    (out / "config.json").write_text(json.dumps(config, indent=1, default=str))
     clock = time.process_time()
     result = finetune(method, train_steps, callback=evaluate if eval_every else None, callback_every=eval_every,
                       run_dir=out, checkpoint_every=max(train_steps // 4, 1), resume=resume, progress=progress,

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from flowlite.errors import FlowliteError
 from flowlite.jobs.image_settings import CONFIG_FILE, LORA_DIR, PRECISIONS, TINY_BASE_DIR
+from flowlite.jobs.run_folder import saved_config
+from flowlite.jobs.validate import check_lora_file
 from flowlite.sd3.lora import WEIGHT_NAME
 
 
@@ -26,7 +27,7 @@ def find_lora(run_or_folder: str | Path, checkpoint: str | None = None) -> tuple
     if not (run / CONFIG_FILE).is_file():
         raise FlowliteError(f"--lora {str(run)!r} is not a run folder of `python -m flowlite sd3` "
                             f"(no {CONFIG_FILE} in it)")
-    config = json.loads((run / CONFIG_FILE).read_text())
+    config = saved_config(run, "--lora")
     if checkpoint is None:
         folder = run / LORA_DIR
         if not (folder / WEIGHT_NAME).is_file():  # a run that stopped early: its newest checkpoint
@@ -41,6 +42,7 @@ def find_lora(run_or_folder: str | Path, checkpoint: str | None = None) -> tuple
         folder = run / "checkpoints" / f"{PREFIX}{int(checkpoint):07d}" / LORA_DIR
     if not (folder / WEIGHT_NAME).is_file():
         raise FlowliteError(f"no LoRA weights at {str(folder / WEIGHT_NAME)!r}")
+    check_lora_file(folder / WEIGHT_NAME)
     return folder, config
 
 

@@ -10,7 +10,6 @@ paper's SD3 set-up shared by every method (theory §6.6): 20 Euler steps, CFG 5,
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Callable
 import torch
 
 from flowlite.errors import FlowliteError
-from flowlite.jobs.arguments import beta_value, positive_float, positive_int
+from flowlite.jobs.arguments import beta_value, guidance_value, positive_float, positive_int, seed_value
 from flowlite.jobs.image_models import MODELS, infer_model
 from flowlite.methods import METHODS, takes_beta
 from flowlite.rewards.registry import IMAGE_REWARDS, OPTIONAL
@@ -73,7 +72,7 @@ SETTINGS = (
     Setting("batch_size", 4, positive_int, "trajectories per micro-batch and process", identity=True),
     Setting("grad_accum", 8, positive_int, "micro-batches per update", identity=True),
     Setting("solver_steps", 20, positive_int, "sampler steps in training", identity=True),
-    Setting("guidance_scale", 5.0, float, "CFG scale (1 with --tiny)", identity=True),
+    Setting("guidance_scale", 5.0, guidance_value, "CFG scale (1 with --tiny)", identity=True),
     Setting("height", 512, positive_int, identity=True),
     Setting("width", 512, positive_int, identity=True),
     Setting("mixed_precision", "bf16", str, "transformer weights' dtype; LoRA, VAE, reward, adjoints stay fp32",
@@ -87,7 +86,7 @@ SETTINGS = (
     Setting("checkpoint_every", 50, positive_int, "write a checkpoint every N updates"),
     Setting("keep_last", 3, positive_int, "checkpoints kept"),
     Setting("comfyui", False, None, "also write lora/lora_comfyui.safetensors (with the alpha tensors ComfyUI reads)"),
-    Setting("seed", 0, int, identity=True),
+    Setting("seed", 0, seed_value, identity=True),
     Setting("output", None, str, "run folder (default runs/sd3/METHOD-REWARD[-tiny])"),
     Setting("weight_decay", 1e-2, flag=False),
     Setting("grad_clip", 1.0, flag=False),
@@ -119,15 +118,10 @@ def add_arguments(parser) -> None:
 
 
 def read_prompts(path, flag: str = "--prompts") -> list[str]:
-    """One prompt per line; blank lines and lines starting with # are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FlowliteError(f"{flag} file {str(path)!r} not found")
-    prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
-    if not prompts:
-        raise FlowliteError(f"{flag} file {str(path)!r} has no prompts (one per line; blank and # lines skipped)")
-    return prompts
+    """One prompt per line of a UTF-8 file; blank lines and # lines skipped (checked: ``jobs.validate``)."""
+    from flowlite.jobs.validate import read_prompt_file
+
+    return read_prompt_file(path, flag)
 
 
 def resolve_config(args: dict) -> dict:
@@ -167,30 +161,20 @@ def resolve_config(args: dict) -> dict:
     return config
 
 
-def check_resume(config: dict, resume: str | None) -> None:
-    """Before anything is written: --resume latest needs a checkpoint and the same identity; a fresh run must not
-    overwrite a run folder that has checkpoints."""
-    from flowlite.checkpoint import latest_checkpoint
+OUTPUTS = ("checkpoints", "metrics.csv", CONFIG_FILE, LORA_DIR, "eval", TINY_BASE_DIR, "summary.json", "tensorboard",
+           "samples", "wandb")
+"""What a run writes in its folder (what --overwrite removes)."""
 
-    out = Path(config["output"])
-    last = latest_checkpoint(out / "checkpoints")
-    if resume is None:
-        if last is not None:
-            raise FlowliteError(f"--output {str(out)!r} already holds checkpoints; pass --resume latest to continue "
-                                "that run, or choose another --output")
-        return
-    if resume != "latest":
+
+def check_resume(config: dict, resume: str | None, overwrite: bool = False) -> None:
+    """Before anything is written (holding the folder's lock): --resume latest needs a checkpoint and the same
+    identity; a fresh run must not mix with a run already in the folder (``flowlite.jobs.run_folder``)."""
+    from flowlite.jobs.run_folder import open_run_folder
+
+    if resume not in (None, "latest"):
         raise FlowliteError(f"--resume accepts only 'latest', got {resume!r}")
-    if last is None:
-        raise FlowliteError(f"--resume latest: no checkpoint in {str(out / 'checkpoints')!r}")
-    if not (out / CONFIG_FILE).is_file():
-        raise FlowliteError(f"--resume latest: {str(out)!r} has checkpoints but no {CONFIG_FILE}")
-    saved = json.loads((out / CONFIG_FILE).read_text())
-    saved.setdefault("model", "sd3")  # runs from before --model existed are SD3 runs
-    differ = [k for k in IDENTITY if saved.get(k) != config.get(k)]
-    if differ:
-        raise FlowliteError(f"--resume latest: {', '.join(differ)} differ from the run's {CONFIG_FILE} "
-                            f"(saved: {', '.join(f'{k}={saved.get(k)!r}' for k in differ)})")
+    open_run_folder(config["output"], config, IDENTITY, resume is not None, overwrite, config["train_steps"], OUTPUTS,
+                    flag="--output", resume_flag="--resume latest", saved_defaults={"model": "sd3"})
 
 
 def reproduce_command(config: dict) -> str:

@@ -3,7 +3,6 @@ mode (theory §12.1)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ from torch import nn
 
 from flowlite.config import pick_device
 from flowlite.errors import FlowliteError
-from flowlite.hub import check_pretrained
+from flowlite.hub import check_pretrained, read_model_index
 
 
 def freeze_pipeline(pipe):
@@ -49,14 +48,17 @@ def load_pipeline(class_name: str, pretrained: str | Path, what: str, dtype: tor
     path = Path(source)
     if path.exists() and not (path / "model_index.json").is_file():
         raise FlowliteError(f"{str(pretrained)!r} is not an {what} weight folder (no model_index.json in it)")
+    if path.exists():
+        read_model_index(path, what)  # one error line for a truncated or hand-edited index
     try:
         pipe = getattr(diffusers, class_name).from_pretrained(source, dtype=dtype, **kwargs)
-    except (OSError, EnvironmentError) as err:
-        raise FlowliteError(f"could not load {what} weights from {str(pretrained)!r}: {err}") from None
+    except (OSError, ValueError) as err:  # a missing file, an unknown class name in model_index.json
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise FlowliteError(f"could not load {what} weights from {str(pretrained)!r}: {reason}") from None
     return freeze_pipeline(pipe.to(device))
 
 
 def _lacks_t5(folder: Path) -> bool:
     """A pipeline saved without T5 lists text_encoder_3 as [null, null] (theory §12.1 pitfall 4)."""
-    index = json.loads((folder / "model_index.json").read_text())
+    index = read_model_index(folder, "SD3")
     return index.get("text_encoder_3", [None, None])[0] is None

@@ -16,6 +16,7 @@ from flowlite.errors import FlowliteError, check_beta
 from flowlite.toy.flow import ExactMixtureVelocity, ToyFlow
 from flowlite.toy.gmm import GaussianMixture
 from flowlite.toy.nets import MLPVelocity
+from flowlite.toy.problem_checks import check_dimensions, check_exact_target, check_name, check_numbers
 from flowlite.toy.rewards import ToyReward, reward_from_dict
 
 DATA_DIR = Path(os.environ.get("FLOWLITE_DATA", Path(__file__).resolve().parents[2] / "data"))
@@ -68,23 +69,38 @@ def list_problems() -> list[str]:
 
 
 def problem_from_dict(d: dict, source: str = "<dict>") -> Problem:
+    """A problem from its JSON description, checked (``problem_checks``): finite numbers, matching dimensions,
+    positive-definite covariances, safe names. Raises FlowliteError naming the field."""
     missing = [k for k in ("base", "reward", "beta") if k not in d]
     if missing:
         raise FlowliteError(f"problem {source} is missing the field(s) {', '.join(missing)}; "
                             "a problem needs 'base' (weights, means, covs), 'reward' and 'beta'")
+    for key in ("base", "reward"):
+        if not isinstance(d[key], dict):
+            raise FlowliteError(f"problem {source}: {key} must be a JSON object")
+        check_numbers(d[key], key, source)
     try:
         base = GaussianMixture.from_dict(d["base"])
         reward = reward_from_dict(d["reward"])
     except (KeyError, ValueError, TypeError, RuntimeError) as err:
         raise FlowliteError(f"problem {source} is malformed: {err}") from None
-    name = d.get("name", Path(source).stem)
-    return Problem(name, d.get("description", ""), d.get("base_name", name), base, reward, check_beta(d["beta"]),
+    check_dimensions(base, reward, source)
+    name = check_name(d.get("name", Path(source).stem), "name", source)
+    base_name = check_name(d.get("base_name", name), "base_name", source)
+    if not isinstance(d.get("description", ""), str):
+        raise FlowliteError(f"problem {source}: description must be a string")
+    try:
+        beta = check_beta(d["beta"])
+    except FlowliteError as err:
+        raise FlowliteError(f"problem {source}: {err}") from None
+    return Problem(name, d.get("description", ""), base_name, base, reward, beta,
                    {k: v for k, v in d.items() if k not in {"name", "description", "base_name", "base", "reward",
                                                              "beta"}})
 
 
-def load_problem(name_or_path: str | Path, beta: float | None = None) -> Problem:
-    """Load a shipped problem by name (see :func:`list_problems`) or any JSON file by path."""
+def load_problem(name_or_path: str | Path, beta: float | None = None, exact_target: bool = True) -> Problem:
+    """Load a shipped problem by name (see :func:`list_problems`) or any JSON file by path. With ``exact_target``
+    (what every job needs) the reward must tilt the base in closed form and the tilt must be finite."""
     path = Path(name_or_path)
     if path.suffix != ".json":
         path = PROBLEM_DIR / f"{name_or_path}.json"
@@ -92,10 +108,18 @@ def load_problem(name_or_path: str | Path, beta: float | None = None) -> Problem
         raise FlowliteError(f"unknown problem {str(name_or_path)!r}; accepted: {', '.join(list_problems())} "
                             "or a path to a .json file")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, RecursionError) as err:
         raise FlowliteError(f"problem file {path} is not valid JSON: {err}") from None
     if not isinstance(data, dict):
         raise FlowliteError(f"problem file {path} must hold a JSON object")
     problem = problem_from_dict(data, str(path))
-    return problem if beta is None else problem.with_beta(beta)
+    problem = problem if beta is None else problem.with_beta(beta)
+    if exact_target:
+        check_exact_target(problem, str(path))
+    return problem
+
+
+def _no_constant(name: str):
+    """JSON has no NaN or Infinity; Python's reader accepts them unless told not to."""
+    raise ValueError(f"{name} is not a JSON number")

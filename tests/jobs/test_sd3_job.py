@@ -105,9 +105,8 @@ def test_rotation_keeps_keep_last_and_a_failed_checkpoint_leaves_the_previous_in
         return real(flow, directory)
 
     monkeypatch.setattr(image_job, "save_lora", crash_on_second)
-    with pytest.raises(OSError):
-        sd3(prompts, out, "--train-steps", "6", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "6",
-            "--resume", "latest")
+    assert sd3(prompts, out, "--train-steps", "6", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "6",
+               "--resume", "latest") == 1  # one error line, not a traceback
     kept = list_checkpoints(out / "checkpoints")
     assert [p.name for p in kept] == ["step_0000003", "step_0000004"]  # step 5 never appeared, half-written
     monkeypatch.setattr(image_job, "save_lora", real)

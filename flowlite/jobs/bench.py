@@ -234,7 +234,7 @@ def run_bench(problems=("reweight",), methods=None, budget_seconds: float | None
               "seeds": list(seeds), "base": base, "batch_size": batch_size, "solver_steps": solver_steps,
               "eval_samples": eval_samples, "eval_steps": EVAL_STEPS, "curve_samples": curve_samples, "torch": torch.__version__,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    references = {names[p]: problem_references(p, base, eval_samples) for p in problems}
+    references = {names[p]: {"source": p, **problem_references(p, base, eval_samples)} for p in problems}
     wants_own = any(m in OWN_OPTIMUM_METHODS for m in methods)
     own_jobs = {names[p]: (p, base, eval_samples if _has_closed_form_own_optimum(p) else
                            min(own_optimum_n, eval_samples))

@@ -89,7 +89,7 @@ def plot_samples_grid(references: dict, results: list[dict], path: Path) -> None
     fig = Figure(figsize=(2.6 * (len(methods) + 1), 2.7 * len(references)))
     axes = fig.subplots(len(references), len(methods) + 1, squeeze=False)
     for row, (name, ref) in zip(axes, references.items()):
-        problem = load_problem(name)
+        problem = load_problem(ref.get("source", name))  # a JSON path or a shipped problem's name
         extent = default_extent(problem.base, problem.target)
         panels = [("base model", ref["samples"]["base"], ref["base"])]
         for method in methods:

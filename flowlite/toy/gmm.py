@@ -44,6 +44,8 @@ class GaussianMixture:
             raise ValueError(f"covs must have shape ({k}, {d}, {d}), got {tuple(covs.shape)}")
         if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
             raise ValueError(f"weights must be finite, non-negative and not all zero, got {weights.tolist()}")
+        if not (torch.isfinite(means).all() and torch.isfinite(covs).all()):
+            raise ValueError("means and covs must be finite")
         if not torch.allclose(covs, covs.transpose(-1, -2), atol=1e-6):
             raise ValueError("covs must be symmetric")
         if (torch.linalg.eigvalsh(covs) <= 0).any():

@@ -145,3 +145,24 @@ def continue_flag(out) -> list[str]:
     if list_checkpoints(out / "checkpoints"):
         return ["--resume"]
     return ["--overwrite"] if (out / "config.json").exists() or (out / "checkpoints").exists() else []
+
+
+def test_the_image_job_shares_the_lock_and_the_resume_check(run, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("cat\ndog\n")
+    out = tmp_path / "run"
+    sd3 = ["sd3", "--tiny", "--method", "draft", "--reward", "aesthetic", "--prompts", str(prompts), "--eval-prompts",
+           str(prompts), "--output", str(out), "--quiet"]
+    with RunLock(out):
+        done = run(*sd3)
+        assert one_error_line(done) and "--output" in done.stderr and "in use by process" in done.stderr
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+    out.mkdir(exist_ok=True)
+    (out / "config.json").write_text('{"tiny": true, "method": "draft", "seed": 0')  # truncated by a full disk
+    (out / "checkpoints" / "step_0000002").mkdir(parents=True)
+    for name in ("model.safetensors", "training_state.pt"):
+        (out / "checkpoints" / "step_0000002" / name).write_bytes(b"")
+    done = run(*sd3, "--resume", "latest")
+    assert one_error_line(done) and "config.json is damaged" in done.stderr
+    done = run(*sd3)
+    assert one_error_line(done) and "already holds a run" in done.stderr

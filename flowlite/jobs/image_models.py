@@ -95,7 +95,9 @@ def infer_model(pretrained: str | Path | None) -> str:
     folder = Path(pretrained).expanduser()
     index = folder / "model_index.json"
     if index.is_file():
-        name = json.loads(index.read_text()).get("_class_name", "")
+        from flowlite.hub import read_model_index  # one error line for a truncated or hand-edited index
+
+        name = read_model_index(folder, "--pretrained")["_class_name"]
         if name.startswith("Flux"):
             return "flux"
         if name != "StableDiffusion3Pipeline":

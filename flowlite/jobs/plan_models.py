@@ -146,7 +146,10 @@ def load_spec(name_or_path: str, resolution: int | None = None, text_tokens: int
         else:
             raise FlowliteError(f"unknown model {name_or_path!r}: give one of {', '.join(MODELS)}, a transformer "
                                 f"config.json or a pipeline folder")
-        flux = config.get("_class_name", "").startswith("Flux")
+        if config.get("_class_name") not in ("SD3Transformer2DModel", "FluxTransformer2DModel"):
+            raise FlowliteError(f"{str(candidate)!r} is not a transformer config the planner knows (_class_name "
+                                f"SD3Transformer2DModel or FluxTransformer2DModel)")
+        flux = config["_class_name"].startswith("Flux")
         spec = ModelSpec(path.name, config, 1024, 512 if flux else 333, not flux)
     changes = {k: v for k, v in {"resolution": resolution, "text_tokens": text_tokens, "cfg": cfg}.items()
                if v is not None}

@@ -149,11 +149,12 @@ def build_fake(spec: ModelSpec, config: dict, dtype: torch.dtype, rank: int, tar
 
 def trace_passes(spec: ModelSpec, passes, resolution: int, dtype: torch.dtype, checkpointing: bool, rank: int,
                  targets) -> dict[tuple[str, int], PassTrace]:
-    """Bytes of each (kind, batch) pass at full width and full depth, from traces at depth 1 and 2 of each block
-    type: bytes(depth) = bytes(1, ..., 1) + Σ_type (n_type - 1) · [bytes(.., 2 of type, ..) - bytes(1, ..., 1)]."""
+    """Bytes of each (kind, batch) pass at full width and full depth, from traces at depth 2 and 3 of each block
+    type: bytes(depth) = bytes(2, ..., 2) + Σ_type (n_type - 2) · [bytes(.., 3 of that type, ..) - bytes(2, ..., 2)].
+    Depth 2, not 1: the first block needs no gradient for its inputs, so its backward is smaller than the others'."""
     depths = spec.depths()
-    base = {k: min(n, 1) for k, n in depths.items()}
-    variants = {"base": base, **{k: {**base, k: 2} for k, n in depths.items() if n >= 2}}
+    base = {k: min(n, 2) for k, n in depths.items()}
+    variants = {"base": base, **{k: {**base, k: 3} for k, n in depths.items() if n >= 3}}
     traced: dict[str, dict] = {}
     for name, variant in variants.items():
         model, mode = build_fake(spec, spec.with_depths(variant), dtype, rank, targets)
@@ -164,7 +165,7 @@ def trace_passes(spec: ModelSpec, passes, resolution: int, dtype: torch.dtype, c
         b = traced["base"][p]
         peak, held = b.peak, b.held
         for k in variants.keys() - {"base"}:
-            peak += (depths[k] - 1) * (traced[k][p].peak - b.peak)
-            held += (depths[k] - 1) * (traced[k][p].held - b.held)
+            peak += (depths[k] - 2) * (traced[k][p].peak - b.peak)
+            held += (depths[k] - 2) * (traced[k][p].held - b.held)
         out[p] = PassTrace(peak, held)
     return out

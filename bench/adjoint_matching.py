@@ -17,48 +17,10 @@ import time
 import torch
 
 from flowlite.finetune import finetune
-from flowlite.toy.flow import ExactMixtureVelocity, default_residual
 from flowlite.methods import AdjointMatching, DRaFT
 from flowlite.toy.metrics import mode_mass_error
 from flowlite.toy.problems import load_problem
-from flowlite.schedules import exponential_integrator_coefficients
-
-
-def minimal_iteration_factory(problem, batch: int, steps: int):
-    """The same maths written out flat: memoryless exponential-integrator SDE, lean adjoint, velocity regression."""
-    v_base = ExactMixtureVelocity(problem.base)
-    net = default_residual(2)
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
-    times = torch.linspace(0, 1, steps + 1, dtype=torch.float64).tolist()
-    coef = [exponential_integrator_coefficients(t, u) for t, u in zip(times[:-1], times[1:])]
-
-    def iteration():
-        x = torch.randn(batch, 2)
-        xs = [x]
-        with torch.no_grad():
-            for k in range(steps):
-                t = torch.full((batch,), times[k])
-                a, b, s = coef[k]
-                x = a * x + b * (v_base(x, t) + net(x, t)) + s * torch.randn_like(x)
-                xs.append(x)
-        x1 = xs[-1].requires_grad_(True)
-        (g,) = torch.autograd.grad(problem.reward(x1).sum(), x1)
-        adj = [-problem.beta * g]
-        for k in range(steps - 1, -1, -1):
-            xk = xs[k].detach().requires_grad_(True)
-            (vjp,) = torch.autograd.grad(v_base(xk, torch.full((batch,), times[k])), xk, adj[-1])
-            adj.append(coef[k][0] * adj[-1] + coef[k][1] * vjp)
-        adj = adj[::-1]
-        xt = torch.cat(xs[1:steps])
-        tt = torch.tensor(times[1:steps], dtype=torch.float32).repeat_interleave(batch)
-        eta = ((1 - tt) / tt)[:, None]
-        target = -eta * torch.cat(adj[1:steps])
-        loss = ((net(xt, tt) - target) ** 2).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return iteration
+from minimal_am import minimal_am_iteration
 
 
 def per_iteration(fn, repeats: int) -> float:
@@ -69,24 +31,29 @@ def per_iteration(fn, repeats: int) -> float:
     return (time.process_time() - start) / repeats
 
 
-def speed(problem):
-    print("## seconds per iteration (CPU time, 1 thread), exact base, batch 256")
+def speed(problem, repeats: int = 4):
+    """flowlite's iteration (``finetune`` with AM's default training: AdamW, cosine, EMA, logging) against the
+    minimal loop of ``minimal_am.py`` with a residual of the same size, timed in turn in one process."""
+    print("## CPU seconds per iteration (1 thread), exact base, batch 256")
     print("| K | flowlite | minimal loop | ratio |\n|---|---|---|---|")
+    options = {k: v for k, v in AdjointMatching.default_training.items() if k != "train_steps"}
     for steps in (50, 100):
         torch.manual_seed(0)
-        method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256, solver_steps=steps,
-                                 weighting="velocity")
-        opt = torch.optim.AdamW(method.parameter_groups(), lr=3e-3, weight_decay=0.0)
-
-        def ours():
-            opt.zero_grad()
-            loss, _ = method.loss(0)
-            loss.backward()
-            opt.step()
-
-        a = per_iteration(ours, 5)
-        b = per_iteration(minimal_iteration_factory(problem, 256, steps), 5)
-        print(f"| {steps} | {a:.3f} | {b:.3f} | {a / b:.2f} |")
+        method = AdjointMatching(problem.flow("exact"), problem.reward, problem.beta, batch_size=256,
+                                 solver_steps=steps)
+        width, depth = method.model.residual.config["width"], method.model.residual.config["depth"]
+        minimal = minimal_am_iteration(problem, 256, steps, width, depth)
+        ours, theirs = [], []
+        block = 5
+        for i in range(repeats + 1):  # alternate blocks, so both see the same load; the first pair warms up
+            for fn, times in ((lambda: finetune(method, block, progress=False, **options), ours),
+                              (lambda: [minimal() for _ in range(block)], theirs)):
+                start = time.process_time()
+                fn()
+                if i:
+                    times.append((time.process_time() - start) / block)
+        a, b = sorted(ours)[repeats // 2], sorted(theirs)[repeats // 2]
+        print(f"| {steps} | {a:.3f} | {b:.3f} | {a / b:.2f} |", flush=True)
 
 
 def converge(problem, threshold: float = 0.03, max_iters: int = 600, every: int = 10):

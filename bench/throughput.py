@@ -1,6 +1,7 @@
 """Iterations/s and reward-gradient evaluations/s of every registered method at batch 256 and 1024 and K = 20/50/100
 solver steps, against a minimal hand-written loop of the same maths where one makes sense (Adjoint Matching, ReFL,
-DRaFT-1, offline RWR), so flowlite's overhead is a ratio. CPU time, one torch thread; prints a markdown table.
+DRaFT-1, offline RWR; `minimal_am.py`'s closed-form isotropic velocity and a plain MLP of the residual's size), so
+flowlite's overhead is a ratio. CPU time, one torch thread; prints a markdown table.
 
     OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python bench/throughput.py [--batches 256 1024] [--steps 20 50 100]
 """
@@ -12,17 +13,17 @@ import time
 
 import torch
 
-from adjoint_matching import minimal_iteration_factory, per_iteration
+from adjoint_matching import per_iteration
+from minimal_am import PlainResidual, isotropic_mixture_velocity, minimal_am_iteration
 from flowlite.rewards.counting import CountingReward
 from flowlite.finetune import finetune
-from flowlite.toy.flow import ExactMixtureVelocity, default_residual
 from flowlite.methods import METHODS, build_method
 from flowlite.toy.problems import load_problem
 
 
 def minimal_refl(problem, batch: int, steps: int):
     """ReFL written out: Euler ODE without grad to a random late step, one step with grad, -r(x̂1)."""
-    v_base, net = ExactMixtureVelocity(problem.base), default_residual(2)
+    v_base, net = isotropic_mixture_velocity(problem.base), PlainResidual(128, 4)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
     h = 1.0 / steps
 
@@ -46,7 +47,7 @@ def minimal_refl(problem, batch: int, steps: int):
 
 def minimal_draft(problem, batch: int, steps: int):
     """DRaFT-1 written out: Euler ODE without grad, the last step with grad, -r(x1)."""
-    v_base, net = ExactMixtureVelocity(problem.base), default_residual(2)
+    v_base, net = isotropic_mixture_velocity(problem.base), PlainResidual(128, 4)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.0)
     h = 1.0 / steps
 
@@ -68,7 +69,7 @@ def minimal_draft(problem, batch: int, steps: int):
 
 def minimal_rwr(problem, batch: int, steps: int, n_samples: int = 20000):
     """Offline RWR written out: fixed weighted base samples, one weighted flow-matching step per iteration."""
-    v_base, net = ExactMixtureVelocity(problem.base), default_residual(2)
+    v_base, net = isotropic_mixture_velocity(problem.base), PlainResidual(128, 4)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=0.0)
     data = problem.base.sample(n_samples).float()
     weights = torch.softmax(problem.beta * problem.reward(data), 0) * n_samples
@@ -86,7 +87,7 @@ def minimal_rwr(problem, batch: int, steps: int, n_samples: int = 20000):
     return iteration
 
 
-MINIMAL = {"adjoint-matching": minimal_iteration_factory, "refl": minimal_refl, "draft": minimal_draft,
+MINIMAL = {"adjoint-matching": minimal_am_iteration, "refl": minimal_refl, "draft": minimal_draft,
            "rwr": minimal_rwr}
 
 

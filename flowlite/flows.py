@@ -41,6 +41,13 @@ class FlowModel(nn.Module):
     def base_velocity(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
         raise NotImplementedError
 
+    def velocity_change(self, x: Tensor, t: Tensor | float, cond=None) -> Tensor:
+        """Δv = v_θ - v_base, differentiable in θ only (the control's velocity, theory §5). A model built as
+        v_base + residual returns the residual alone and saves two base evaluations."""
+        with torch.no_grad():
+            base = self.base_velocity(x, t, cond)
+        return self.velocity(x, t, cond) - base
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 

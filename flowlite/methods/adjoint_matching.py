@@ -104,9 +104,7 @@ class AdjointMatching(Method):
         x = x.detach()
         a, _ = traj.at(idx, adjoints)
         cond_rep = repeat_cond(cond, n_t)
-        with torch.no_grad():
-            v_base = model.base_velocity(x, t, cond_rep).float()
-        delta_v = model.velocity(x, t, cond_rep).float() - v_base
+        delta_v = model.velocity_change(x, t, cond_rep).float()
         shape = (n_t * batch,) + (1,) * (x.ndim - 1)
         sigma_b = sigma.repeat_interleave(batch).reshape(shape).to(delta_v)
         gain_b = gain.repeat_interleave(batch).reshape(shape).to(delta_v)

@@ -12,12 +12,13 @@ from flowlite.toy.nets import Critic, MLPVelocity
 
 
 def default_residual(dim: int = 2) -> MLPVelocity:
-    """The trainable residual of a ToyFlow: 4 layers of width 128, smooth time features, zero output layer.
+    """The trainable residual of a ToyFlow: 4 layers of width 256, smooth time features, zero output layer.
 
-    Chosen by measurement (bench/RESULTS.md): regressing the exact Δv* = v* - v_base of ``reweight`` directly,
-    4 × 128 leaves 1.3 % relative error against 0.7 % for 4 × 256 at 3.6× less CPU per step; 3 × 128 leaves 3.5 %.
+    Measured (bench/RESULTS.md): regressing the exact Δv* = v* - v_base of ``reweight`` directly, 4 × 256 leaves 0.7 %
+    relative error, 4 × 128 1.3 % at 3.6× less CPU per step, 3 × 128 3.5 %. Pass ``MLPVelocity(2, width=128, …)`` as
+    the residual for the faster Adjoint Matching iteration; the notebooks' AC-Flow sweeps were tuned on this one.
     """
-    return MLPVelocity(dim, width=128, depth=4, time_dim=16, max_frequency=4.0, zero_init=True)
+    return MLPVelocity(dim, width=256, depth=4, time_dim=16, max_frequency=4.0, zero_init=True)
 
 
 class ToyFlow(FlowModel):

@@ -45,7 +45,7 @@ def _run(cls, problem, iterations, **kw):
 
 @pytest.fixture(scope="module")
 def trained(reweight):
-    return _run(AdjointMatching, reweight, fast(600, 100))  # 100 iterations: ~30 CPU s with the 4 x 128 residual
+    return _run(AdjointMatching, reweight, fast(600, 60))
 
 
 def test_adjoint_matching_approaches_the_exact_tilt(reweight, trained):

@@ -16,9 +16,6 @@ import re
 
 import pytest
 
-# Notebook 04 is being reworked under issue 14, which brings it under the first-cell and slider rules; until then
-# only the image rule applies to it.
-NOT_YET = {"04_adjoint_matching.ipynb"}
 SHOWS = re.compile(r"plt\.show\(\)|display\(Image\(")
 
 
@@ -53,15 +50,14 @@ def pytest_runtest_call(item):
     cell, outputs = getattr(item, "cell", None), getattr(item, "test_outputs", None)
     if cell is None or outputs is None or cell.cell_type != "code":
         return result
-    pending = item.path.name in NOT_YET
     first = next(c for c in item.parent.nb.cells if c.cell_type == "code")
-    if cell is first and not pending:
+    if cell is first:
         assert cell.source.startswith("%matplotlib inline"), "the first code cell must set %matplotlib inline"
     if must_draw(cell.source):
         assert images(outputs) > 0, (f"cell {item.cell_num} shows a figure but produced no image output "
                                      "(is MPLBACKEND=Agg inherited by the kernel, or the figure only inside a widget?)")
     sliders = len(re.findall(r"^interact\(", cell.source, flags=re.M))
-    if sliders and not pending:
+    if sliders:
         assert plain_calls(cell.source) >= sliders, f"cell {item.cell_num}: call the slider's function plainly too"
         assert images(outputs) >= 2 * sliders, f"cell {item.cell_num}: the slider's default figure is missing"
     return result

@@ -69,7 +69,7 @@ def sd3_update(spec: ModelSpec, method: str, w: Workload, device: torch.device, 
 
 def pattern_update(spec: ModelSpec, method: str, w: Workload, device: torch.device, dtype: torch.dtype):
     """A function running the method's passes (the planner's model of it) on real tensors, then an AdamW step."""
-    from flowlite.jobs.plan import LORA_TARGETS
+    from flowlite.sd3.flow import LORA_TARGETS
 
     with torch.device(device), default_dtype(dtype):
         model = spec.build()

@@ -22,11 +22,11 @@ from flowlite.errors import FlowliteError
 from flowlite.jobs.plan_models import MODELS, ModelSpec, load_spec
 from flowlite.jobs.plan_trace import build_meta, trace_passes
 from flowlite.methods import METHODS
+from flowlite.sd3.flow import LORA_TARGETS
 
 CARDS_GIB = (24, 48, 80)
 USABLE = 0.9  # of a card's memory left for tensors (the rest: CUDA context, allocator fragmentation)
 PRECISIONS = {"bf16": torch.bfloat16, "fp32": torch.float32}
-LORA_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0")  # as flowlite.sd3.flow.LORA_TARGETS
 ADAM_BYTES = 4 + 4 + 8  # fp32 parameter, fp32 grad, two fp32 moments
 GIB = 2**30
 

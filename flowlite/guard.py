@@ -13,6 +13,7 @@ and stops with :class:`~flowlite.errors.NonFiniteLossError` naming what failed, 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -44,7 +45,7 @@ def check_scalars(values: dict, step: int, last_checkpoint: Path | None) -> None
     """Stop on a non-finite loss or logged scalar (a method's ``reward`` log is the mean reward of its batch)."""
     for key, value in values.items():
         value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise stop(f"{key} is {value}", step, last_checkpoint)
 
 

@@ -11,16 +11,28 @@ from flowlite.errors import FlowliteError
 
 CLIP_MAX_LENGTH = 77
 T5_MAX_LENGTH = 32
+MAX_PROMPT_CHARS = 1000
+"""Longer prompts are refused: the encoders read 77 (CLIP) or at most 512 (T5) tokens, and a megabyte-long line
+spends minutes in a tokenizer before it is cut."""
 
 
 def check_prompts(prompts) -> list[str]:
-    """A non-empty list of strings (a single string becomes a list of one)."""
+    """A non-empty list of strings of at most ``MAX_PROMPT_CHARS`` characters (a single string becomes a list of
+    one)."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts or [])
     if not prompts:
         raise FlowliteError("the prompt list is empty; give at least one prompt")
     if not all(isinstance(p, str) for p in prompts):
         raise FlowliteError("prompts must be strings")
+    for i, prompt in enumerate(prompts):
+        check_prompt_length(prompt, f"prompt {i}")
     return prompts
+
+
+def check_prompt_length(prompt: str, where: str) -> str:
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise FlowliteError(f"{where} is {len(prompt)} characters long; prompts are limited to {MAX_PROMPT_CHARS}")
+    return prompt
 
 
 def prompts_for_batch(cond, n: int) -> list[str]:

@@ -96,11 +96,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_sd3(args) -> int:
-    import os
-
-    from flowlite.jobs.image_job import dry_run, run_sd3
-    from flowlite.jobs.image_settings import check_resume, read_prompts, resolve_config
-    from flowlite.jobs.run_lock import RunLock
+    from flowlite.jobs.image_job import dry_run
+    from flowlite.jobs.image_run import run_image_job
+    from flowlite.jobs.image_settings import read_prompts, resolve_config
 
     skip = ("func", "command", "threads", "resume", "dry_run", "overwrite")
     config = resolve_config({k: v for k, v in vars(args).items() if k not in skip})
@@ -109,19 +107,7 @@ def cmd_sd3(args) -> int:
     if args.dry_run:
         dry_run(config)
         return 0
-    check_output(config["output"], "--output")
-    if args.resume not in (None, "latest"):
-        raise FlowliteError(f"--resume accepts only 'latest', got {args.resume!r}")
-    main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate, rank 0 alone locks and checks the folder
-    lock = RunLock(config["output"], "--output") if main_process else None
-    try:
-        if lock is not None:
-            lock.acquire()
-            check_resume(config, args.resume, overwrite=args.overwrite)
-        summary = run_sd3(config, resume=args.resume)
-    finally:
-        if lock is not None:
-            lock.release()
+    summary = run_image_job(config, resume=args.resume, overwrite=args.overwrite)
     if not args.quiet and summary["rank"] == 0:
         print(f"{config['method']} on {config['reward']}: {summary['train_steps']} steps in "
               f"{summary['seconds']:.1f} s, last loss {summary['last'].get('loss', float('nan')):.4g}; wrote "
@@ -131,11 +117,10 @@ def cmd_sd3(args) -> int:
 
 def cmd_sd3_sample(args) -> int:
     from flowlite.jobs.image_sample import run_sample
-
-    from flowlite.jobs.validate import check_prompt
+    from flowlite.text import check_prompt_length
 
     for i, prompt in enumerate(args.prompt, 1):
-        check_prompt(prompt, f"--prompt {i}")
+        check_prompt_length(prompt, f"--prompt {i}")
     if args.output:
         check_output(args.output, "--output", kind="file" if args.output.endswith(".png") else "folder")
     for path in run_sample(args.lora, args.prompt, args.seed, output=args.output, checkpoint=args.checkpoint,

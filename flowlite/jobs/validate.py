@@ -10,9 +10,8 @@ import os
 from pathlib import Path
 
 from flowlite.errors import FlowliteError
+from flowlite.text import check_prompt_length
 
-MAX_PROMPT_CHARS = 1000
-"""Longer prompts are refused: CLIP reads 77 tokens and T5 at most 512, and a megabyte line stalls the tokenizer."""
 MAX_PROMPT_FILE_BYTES = 10 * 2**20
 
 
@@ -36,15 +35,9 @@ def check_output(path: str | Path, flag: str, kind: str = "folder") -> Path:
     return path
 
 
-def check_prompt(prompt: str, where: str) -> str:
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise FlowliteError(f"{where} is {len(prompt)} characters long; prompts are limited to {MAX_PROMPT_CHARS}")
-    return prompt
-
-
 def read_prompt_file(path, flag: str = "--prompts") -> list[str]:
     """One prompt per line of a UTF-8 text file; blank lines and lines starting with # are skipped. Errors name
-    the line: bytes that are not UTF-8, a line over ``MAX_PROMPT_CHARS``."""
+    the line: bytes that are not UTF-8, a line over ``flowlite.text.MAX_PROMPT_CHARS``."""
     path = Path(path)
     if not path.is_file():
         raise FlowliteError(f"{flag} file {str(path)!r} not found")
@@ -65,7 +58,7 @@ def read_prompt_file(path, flag: str = "--prompts") -> list[str]:
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
-            prompts.append(check_prompt(line, f"{flag} file {str(path)!r}, line {number}"))
+            prompts.append(check_prompt_length(line, f"{flag} file {str(path)!r}, line {number}"))
     if not prompts:
         raise FlowliteError(f"{flag} file {str(path)!r} has no prompts (one per line; blank and # lines skipped)")
     return prompts

@@ -166,3 +166,64 @@ def test_the_image_job_shares_the_lock_and_the_resume_check(run, tmp_path):
     assert one_error_line(done) and "config.json is damaged" in done.stderr
     done = run(*sd3)
     assert one_error_line(done) and "already holds a run" in done.stderr
+
+
+def test_the_image_job_from_python_takes_the_same_lock(tmp_path):
+    """``run_image_job`` (what notebook 09 calls) refuses a folder another process writes, before building anything."""
+    from flowlite.jobs.image_run import run_image_job
+    from flowlite.jobs.image_settings import resolve_config
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("cat\n")
+    out = tmp_path / "run"
+    config = resolve_config({"tiny": True, "method": "draft", "reward": "aesthetic", "prompts": str(prompts),
+                             "output": str(out), "quiet": True})
+    with RunLock(out):
+        with pytest.raises(FlowliteError, match=r"--output .* in use by process"):
+            run_image_job(config)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]
+
+
+def die_in_checkpoint(nth: int, *argv):
+    """Run the command line in its own process, killed -9 half-way through writing its nth checkpoint's weights."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(Path(__file__).with_name("die_in_checkpoint.py")), str(nth), *argv],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_kill_minus_nine_inside_a_checkpoint_write_then_resume_is_bit_identical(run, tmp_path):
+    """The kill lands inside the atomic write of the 2nd checkpoint (weights file half written): the folder keeps the
+    1st checkpoint, resume continues from it and ends where an uninterrupted run ends, with no temporary folder."""
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    assert run(*SMALL, "--train-steps", "12", "--out", str(straight)).returncode == 0
+    killed = die_in_checkpoint(2, *SMALL, "--train-steps", "12", "--out", str(out))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_0000003"]
+    assert [p.name for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp-step_0000006")]
+    done = run(*SMALL, "--train-steps", "12", "--out", str(out), "--resume")
+    assert done.returncode == 0, done.stderr
+    a, b = weights(straight), weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert csv_rows(straight) == csv_rows(out)
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_the_image_job_killed_inside_a_checkpoint_write_resumes_to_the_same_lora(run, tmp_path):
+    """``sd3 --tiny`` killed -9 inside its 2nd checkpoint write, then ``--resume latest``: the LoRA file equals an
+    uninterrupted run's, tensor for tensor."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("cat\ndog\n")
+    sd3 = ["sd3", "--tiny", "--method", "adjoint-matching", "--reward", "aesthetic", "--prompts", str(prompts),
+           "--eval-prompts", str(prompts), "--solver-steps", "2", "--eval-steps", "2", "--batch-size", "2",
+           "--train-steps", "4", "--checkpoint-every", "1", "--eval-every", "4", "--quiet"]
+    straight, out = tmp_path / "straight", tmp_path / "run"
+    assert run(*sd3, "--output", str(straight)).returncode == 0
+    killed = die_in_checkpoint(2, *sd3, "--output", str(out))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_0000001"]
+    done = run(*sd3, "--output", str(out), "--resume", "latest")
+    assert done.returncode == 0, done.stderr
+    a, b = (load_file(str(folder / "lora" / "pytorch_lora_weights.safetensors")) for folder in (straight, out))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert csv_rows(straight) == csv_rows(out)
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".tmp")]

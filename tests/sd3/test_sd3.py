@@ -173,6 +173,8 @@ def test_bad_input_gets_one_clear_error(tiny_sd3_folder, tmp_path):
     pipe = fresh(tiny_sd3_folder)
     with pytest.raises(FlowliteError, match="empty"):
         PromptCache(pipe)([])
+    with pytest.raises(FlowliteError, match="prompt 1 is 12000000 characters long"):  # refused before tokenizing
+        PromptCache(pipe)(["a cat", "a" * 12_000_000])
     with pytest.raises(FlowliteError, match="multiples of 4"):
         SD3Flow.from_pipeline(copy.deepcopy(pipe), height=30, width=32)
     with pytest.raises(FlowliteError, match="no LoRA weights"):

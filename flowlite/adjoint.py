@@ -31,18 +31,22 @@ def velocity_vjp(velocity: VelocityFn, x: Tensor, t: float, cotangent: Tensor, c
 
 
 def lean_adjoint(base_velocity: VelocityFn, traj: Trajectory, a_final: Tensor, schedule: NoiseSchedule,
-                 cond=None, dtype: torch.dtype | None = torch.float32) -> Tensor:
+                 cond=None, dtype: torch.dtype | None = torch.float32, down_to: int = 0) -> Tensor:
     """Integrate the lean adjoint backwards along ``traj`` (theory §4, §3.3).
 
     a_K = a_final (= -β ∇r(X_1));  a_k = state_gain_k a_{k+1} + velocity_gain_k J_{v_base}(x_k, t_k)ᵀ a_{k+1}.
     Returns the adjoints at every grid time, shape (K+1, B, ...), detached. Computed in ``dtype`` (fp32 by
-    default, whatever the model's dtype; None keeps the trajectory's dtype).
+    default, whatever the model's dtype; None keeps the trajectory's dtype). With ``down_to = j`` the recursion
+    stops at a_j (Adjoint Matching never regresses at t = 0, so its a_0 would cost one VJP for nothing); the
+    entries a_0 … a_{j-1} are NaN, so reading one by mistake cannot go unnoticed.
     """
     times = traj.times.tolist()
+    if not 0 <= down_to < len(times):
+        raise ValueError(f"down_to must be a grid index in [0, {len(times) - 1}], got {down_to}")
     dtype = dtype or traj.states.dtype
     a = a_final.detach().to(dtype)
     adjoints = [a]
-    for k in range(len(times) - 2, -1, -1):
+    for k in range(len(times) - 2, down_to - 1, -1):
         step = schedule.step_coefficients(times[k], times[k + 1])
         x = traj.states[k].to(dtype)
         a_next = a
@@ -50,6 +54,7 @@ def lean_adjoint(base_velocity: VelocityFn, traj: Trajectory, a_final: Tensor, s
         if step.velocity_gain:
             a = a + step.velocity_gain * velocity_vjp(base_velocity, x, times[k], a_next, cond)
         adjoints.append(a)
+    adjoints += [torch.full_like(a, float("nan"))] * down_to
     return torch.stack(adjoints[::-1])
 
 

@@ -93,9 +93,9 @@ class AdjointMatching(Method):
         with torch.no_grad():
             traj = solve_sde(model.velocity, x0, self.schedule, self.grid, cond=cond)
         r, grad = reward_gradient(self.reward, traj.final.float(), cond)
-        adjoints = lean_adjoint(model.base_velocity, traj, -self.beta * grad, self.schedule, cond)
-
         idx = self.time_indices()
+        adjoints = lean_adjoint(model.base_velocity, traj, -self.beta * grad, self.schedule, cond,
+                                down_to=int(idx.min()))
         n_t, batch = idx.numel(), self.batch_size
         times = self.grid[idx].to(torch.float32)
         sigma = torch.tensor([self.schedule.sigma(float(t)) for t in times])

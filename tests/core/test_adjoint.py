@@ -29,6 +29,8 @@ def test_lean_adjoint_equals_autograd_through_the_sampler_with_fixed_noise(sched
     reference = adjoint_by_autograd(v_base, traj, reward, problem.beta, schedule)
     rel = ((lean - reference).norm(dim=(1, 2)) / reference.norm(dim=(1, 2))).max()
     assert rel < 1e-4, rel
+    stopped = lean_adjoint(v_base, traj, -problem.beta * grad, schedule, dtype=None, down_to=7)
+    assert torch.equal(stopped[7:], lean[7:]) and stopped[:7].isnan().all()  # the same recursion, cut at a_7
 
 
 def test_lean_adjoint_of_the_ode_converges_to_torchdiffeq_continuous_adjoint():

@@ -3,10 +3,10 @@ planner's prediction (``python -m flowlite plan``, theory §12.7). Random weight
 downloaded; bf16 base, fp32 LoRA, gradient checkpointing, precomputed random text embeddings (text encoders never
 loaded), a cheap latent reward (no VAE, no reward model: the planner does not count them either).
 
-SD3-family models run the registered methods themselves through ``SD3Flow`` (real updates); FLUX has no flow model
-here, so its rows run the method's pattern of passes (``flowlite.jobs.plan.method_steps``) on real tensors plus an
-AdamW step on the LoRA. Configurations the planner says do not fit the card are dropped and listed. A time budget
-(default 420 s) stops the run early; what was not run is listed too.
+Every row runs the registered method itself, one real update per step, through the family's ``FlowModel``: ``SD3Flow``
+for SD3 and SD3.5 (CFG with a negative prompt), ``FluxFlow`` for FLUX.1 (packed latents, guidance embedding 3.5, no
+negative prompt; theory §12.8). Configurations the planner says do not fit the card are dropped and listed. A time
+budget (default 420 s) stops the run early; what was not run is listed too.
 
     python bench/gpu.py                                   # on an 80-GB-class GPU: writes bench/gpu_results.json/.md
     python bench/gpu.py --tiny --device cpu --out /tmp/x  # the same code on tiny random models (CI runs this)
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from flowlite.jobs.plan import GIB, USABLE, Workload, method_steps, plan
+from flowlite.jobs.plan import GIB, USABLE, Workload, plan
 from flowlite.jobs.plan_check import _status, sd3_config
 from flowlite.jobs.plan_models import ModelSpec, load_spec
-from flowlite.jobs.plan_trace import add_lora, default_dtype, run_pass
+from flowlite.jobs.plan_trace import default_dtype
 from flowlite.methods import METHODS
 
 TINY = {"sd3-tiny": ModelSpec("sd3-tiny", sd3_config("tiny", 8), 64, 16, cfg=True),
@@ -38,22 +38,27 @@ def reward(x, cond=None):
     return -x.float().pow(2).flatten(1).mean(1)
 
 
-def sd3_update(spec: ModelSpec, method: str, w: Workload, device: torch.device, dtype: torch.dtype):
-    """A function doing one real update of ``method`` on a random ``spec`` transformer through SD3Flow."""
+def flow_update(spec: ModelSpec, method: str, w: Workload, device: torch.device, dtype: torch.dtype):
+    """A function doing one real update of ``method`` on a random ``spec`` transformer through its family's flow."""
+    from flowlite.flux.flow import FluxFlow
     from flowlite.methods import build_method
     from flowlite.sd3.flow import SD3Flow
     from flowlite.sd3.prompts import PromptEmbeddings
     from flowlite.sd3.recipes import RECIPES, method_options
 
-    c = spec.config
+    c, side = spec.config, spec.latent_side(w.resolution)
     text = [torch.randn(1, spec.text_tokens, c["joint_attention_dim"]), torch.randn(1, c["pooled_projection_dim"])]
-    cond = PromptEmbeddings(*text, *[t.clone() for t in text]).to(device)
+    if spec.family == "flux":  # guidance-distilled: g enters the transformer, no negative prompt; latents packed 2x2
+        cond, adapter, shape, guidance = PromptEmbeddings(*text), FluxFlow, (c["in_channels"] // 4, side, side), 3.5
+    else:  # CFG with a negative prompt
+        cond = PromptEmbeddings(*text, *[t.clone() for t in text])
+        adapter, shape, guidance = SD3Flow, (c["in_channels"], side, side), 5.0
+    cond = cond.to(device)
     with torch.device(device), default_dtype(dtype):
         transformer = spec.build()
     if w.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
-    side = spec.latent_side(w.resolution)
-    flow = SD3Flow(transformer, (16, side, side), guidance_scale=5.0, rank=w.rank)
+    flow = adapter(transformer, shape, guidance_scale=guidance, rank=w.rank)
     options = {**RECIPES[method]["options"], **method_options(method, w.batch_size, w.solver_steps, cond=cond)}
     m, _ = build_method(method, flow, reward, beta=1.0, **options)
     m.to(device)
@@ -67,29 +72,6 @@ def sd3_update(spec: ModelSpec, method: str, w: Workload, device: torch.device, 
     return update
 
 
-def pattern_update(spec: ModelSpec, method: str, w: Workload, device: torch.device, dtype: torch.dtype):
-    """A function running the method's passes (the planner's model of it) on real tensors, then an AdamW step."""
-    from flowlite.sd3.flow import LORA_TARGETS
-
-    with torch.device(device), default_dtype(dtype):
-        model = spec.build()
-        add_lora(model, w.rank, LORA_TARGETS)
-    model.enable_gradient_checkpointing()
-    lora = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(lora, lr=1e-5)
-
-    def update(step: int):
-        with torch.device(device):
-            for s in method_steps(method, w.batch_size, w.solver_steps, spec.cfg):
-                run_pass(model, spec, s.kind, s.batch, w.resolution, dtype, w.gradient_checkpointing, track=False)
-                if s.kind == "regress":  # run_pass clears grads after its trace: give the optimizer some
-                    for p in lora:
-                        p.grad = torch.zeros_like(p)
-        optimizer.step()
-        optimizer.zero_grad()
-    return update
-
-
 def measure(spec: ModelSpec, method: str, w: Workload, device: torch.device, updates: int) -> dict:
     dtype = torch.bfloat16 if w.precision == "bf16" else torch.float32
     if device.type == "cuda":
@@ -98,8 +80,7 @@ def measure(spec: ModelSpec, method: str, w: Workload, device: torch.device, upd
     else:
         Path("/proc/self/clear_refs").write_text("5")
         start = _status("VmRSS")
-    make = sd3_update if spec.family == "sd3" else pattern_update
-    update = make(spec, method, w, device, dtype)
+    update = flow_update(spec, method, w, device, dtype)
     seconds = []
     for step in range(updates + 1):  # the first update warms up and is not timed
         t0 = time.perf_counter()
@@ -110,7 +91,7 @@ def measure(spec: ModelSpec, method: str, w: Workload, device: torch.device, upd
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _status("VmHWM") - start
     return {"seconds_per_update": sum(seconds[1:]) / max(1, updates), "peak_bytes": peak,
             "measured_as": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS increase",
-            "how": "method updates via SD3Flow" if spec.family == "sd3" else "the method's passes + AdamW"}
+            "how": "method updates via " + ("FluxFlow" if spec.family == "flux" else "SD3Flow")}
 
 
 def main(argv=None) -> int:

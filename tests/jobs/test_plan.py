@@ -95,11 +95,13 @@ def test_plan_command_prints_what_fits_for_a_local_config(run, tmp_path):
     assert bad.returncode == 2 and "sd3-medium" in bad.stderr
 
 
-def test_gpu_bench_runs_on_cpu_with_tiny_models(tmp_path):
+def test_gpu_bench_runs_real_method_updates_on_cpu_with_tiny_models(tmp_path):
     out = tmp_path / "gpu_results.json"
     subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--device", "cpu", "--methods", "draft",
                     "--updates", "1", "--out", str(out)], check=True, capture_output=True, cwd=ROOT)
     rows = json.loads(out.read_text())["rows"]
-    assert {r["model"] for r in rows} == {"sd3-tiny", "flux-tiny"}
+    assert {(r["model"], r["method"]) for r in rows} == {("sd3-tiny", "draft"), ("flux-tiny", "draft")}
     assert all(r["status"] == "measured" and r["seconds_per_update"] > 0 and r["predicted_bytes"] > 0 for r in rows)
+    how = {r["model"]: r["how"] for r in rows}  # both families train through their FlowModel, FLUX included
+    assert how == {"sd3-tiny": "method updates via SD3Flow", "flux-tiny": "method updates via FluxFlow"}, how
     assert "| sd3-tiny | draft |" in out.with_suffix(".md").read_text()

@@ -6,8 +6,11 @@ the family's loader → prompt cache (text encoders freed) → ``SD3Flow`` / ``F
 loop (``train.train``) with checkpoints, resume, CSV/TensorBoard, evaluation (``image_eval.Evaluator``).
 
 Data parallel: each rank samples its own trajectories (its own prompts and noise), computes its reward and adjoint,
-and backpropagates its own loss; the gradients are averaged across ranks through accelerate before every optimizer
-step, so the LoRA stays identical on every rank. The logged loss is the mean over ranks.
+and backpropagates its own loss; the loop's ``Accelerator`` (built here from ``--grad-accum`` and
+``--mixed-precision``, ``flowlite.parallel.processes``) wraps the method in DistributedDataParallel, which averages
+the gradients in the backward pass of the last micro-batch, so the LoRA stays identical on every rank. The logged loss
+is the mean over ranks. Trackers: TensorBoard and wandb (offline unless ``WANDB_MODE`` says otherwise) when installed,
+through ``accelerator.log``.
 
 Randomness is a pure function of (seed, step, micro-batch, rank): every micro-batch reseeds the global RNG, so
 ``--resume latest`` continues exactly on every rank, whatever the checkpoint saved.
@@ -127,7 +130,8 @@ def load_reward_vae(config: dict, device):
 
 def make_loss(job: Job):
     """loss_fn(step) for the training loop: reseed, draw this rank's prompts, the method's loss; with several
-    ranks the returned value is the rank mean (the gradient stays this rank's own, averaged in before_step)."""
+    ranks the returned value is the rank mean (the gradient stays this rank's own; DDP averages it in the backward
+    pass), so every rank logs, and the NaN guard judges, the same number."""
     config, procs, calls = job.config, job.procs, {"step": -1, "micro": 0}
 
     def loss_fn(step: int):
@@ -177,15 +181,19 @@ def _peak_memory_mib(device: torch.device) -> tuple[str, float]:
     return "process peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _wandb(config: dict, run_dir: Path):
-    if config.get("no_wandb"):
-        return None
-    try:
-        import wandb
-    except ImportError:
-        return None
-    return wandb.init(project="flowlite-sd3", dir=str(run_dir), config=config,
-                      mode=os.environ.get("WANDB_MODE", "offline"))
+def job_processes(config: dict, run_dir: Path | None = None) -> Processes:
+    """The job's ``Accelerator``: ``--grad-accum`` micro-batches per update, ``--mixed-precision``, and with a run
+    folder the trackers that are installed (TensorBoard; wandb unless ``--no-wandb``)."""
+    from flowlite.parallel import installed_trackers
+
+    wanted = ("tensorboard",) if config.get("no_wandb") else ("tensorboard", "wandb")
+    return processes(config["grad_accum"], config["mixed_precision"], run_dir,
+                     installed_trackers(wanted) if run_dir is not None else None)
+
+
+def tracker_init(config: dict, run_dir: Path) -> dict:
+    """wandb's ``init`` arguments: the run folder, the config, offline unless ``WANDB_MODE`` says otherwise."""
+    return {"wandb": {"dir": str(run_dir), "config": config, "mode": os.environ.get("WANDB_MODE", "offline")}}
 
 
 def dry_run(config: dict) -> dict:
@@ -193,7 +201,7 @@ def dry_run(config: dict) -> dict:
     memory. Writes nothing."""
     from flowlite.train import train
 
-    procs = processes()
+    procs = job_processes(config)
     clock = time.perf_counter()
     job = build_job(config, procs)
     job.cache.free_text_encoders()  # as the run does: the encoders (T5-XXL ~9.5 GB in bf16) are not in its peak
@@ -201,7 +209,7 @@ def dry_run(config: dict) -> dict:
     if procs.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(procs.device)
     result = train(job.method, make_loss(job), job.optimizer, 2, grad_clip=config["grad_clip"], progress=False,
-                   accumulate=config["grad_accum"], before_step=procs.average_gradients)
+                   accumulate=config["grad_accum"], accelerator=procs.accelerator)
     seconds = result.column("seconds")
     clock = time.perf_counter()
     job.evaluator(0)
@@ -223,8 +231,8 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
     """The training job. Returns a summary (also written to ``summary.json``)."""
     from flowlite.train import train
 
-    procs = processes()
     out = Path(config["output"])
+    procs = job_processes(config, out)
     job = build_job(config, procs)  # everything that can fail on bad input fails before anything is written
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -235,13 +243,9 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
                                            "versions": _versions(), "world_size": procs.world})
     job.cache.free_text_encoders()
     job.evaluator.out_dir = out / "eval" if procs.main else None
-    tracker = _wandb(config, out) if procs.main else None
 
     def evaluate(step: int) -> dict:
-        metrics = job.evaluator(step) if procs.main else {}
-        if tracker is not None:
-            tracker.log(metrics, step=step)
-        return metrics
+        return job.evaluator(step) if procs.main else {}
 
     comfyui = {"comfyui": True} if config.get("comfyui") else {}  # --comfyui: also the alpha-carrying file
 
@@ -252,15 +256,13 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
                    checkpoint_every=config["checkpoint_every"], keep_last=config["keep_last"],
                    resume=resume is not None, grad_clip=config["grad_clip"], callback=evaluate,
                    callback_every=config["eval_every"], log_every=1, progress=not config.get("quiet"),
-                   desc=f"sd3 {config['method']}", accumulate=config["grad_accum"],
-                   before_step=procs.average_gradients, checkpoint_files=lora_files, main_process=procs.main)
+                   desc=f"sd3 {config['method']}", accumulate=config["grad_accum"], checkpoint_files=lora_files,
+                   accelerator=procs.accelerator, project="flowlite-sd3", tracker_init=tracker_init(config, out))
     lora = torch.cat([p.detach().reshape(-1).float() for p in job.flow.trainable_parameters()])
     summary = {"train_steps": result.step, "seconds": result.seconds, "world_size": procs.world, "rank": procs.rank,
                "lora_max_difference_across_ranks": procs.max_difference(lora),
                "last": {k: v for k, v in (result.history[-1] if result.history else {}).items()}}
     if procs.main:
-        if tracker is not None:
-            tracker.finish()
         save_lora_atomically(job.flow, out / LORA_DIR, **comfyui)
         write_json(out / "summary.json", summary)
     if procs.world > 1:

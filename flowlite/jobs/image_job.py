@@ -181,10 +181,23 @@ def _peak_memory_mib(device: torch.device) -> tuple[str, float]:
     return "process peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def refuse_fsdp() -> None:
+    """Stop an FSDP launch (``accelerate launch --config_file configs/fsdp.yaml``) with one line saying why: the
+    shipped configs describe the sharding ``python -m flowlite plan --fsdp`` predicts, but this job does not run
+    sharded yet (README "Many GPUs": evaluation runs on rank 0 alone, checkpoints and the LoRA file read rank 0's shard
+    and the optimizer state is sharded; none of it has run on a GPU)."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise FlowliteError("FSDP launches are not supported by `flowlite sd3` yet (GPU only, and the job's evaluation "
+                            "and checkpoints are not sharded); launch with --multi_gpu for data parallelism, and see "
+                            "README 'Many GPUs'")
+
+
 def job_processes(config: dict, run_dir: Path | None = None) -> Processes:
     """The job's ``Accelerator``: ``--grad-accum`` micro-batches per update, ``--mixed-precision``, and with a run
     folder the trackers that are installed (TensorBoard; wandb unless ``--no-wandb``)."""
     from flowlite.parallel import installed_trackers
+
+    refuse_fsdp()
 
     wanted = ("tensorboard",) if config.get("no_wandb") else ("tensorboard", "wandb")
     return processes(config["grad_accum"], config["mixed_precision"], run_dir,

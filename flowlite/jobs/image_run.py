@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from flowlite.jobs.image_job import run_sd3
+from flowlite.jobs.image_job import refuse_fsdp, run_sd3
 from flowlite.jobs.image_settings import check_resume
 from flowlite.jobs.run_lock import RunLock
 from flowlite.jobs.validate import check_output
@@ -20,6 +20,7 @@ def run_image_job(config: dict, resume: str | None = None, overwrite: bool = Fal
     Under accelerate only rank 0 locks and checks the folder. Returns run_sd3's summary.
     Raises FlowliteError (one line) for a folder in use, a run that does not match, or an output we cannot write.
     """
+    refuse_fsdp()  # before the run folder is locked: nothing is written
     check_output(config["output"], "--output")
     main_process = int(os.environ.get("RANK", "0")) == 0
     lock = RunLock(config["output"], "--output") if main_process else None

@@ -225,22 +225,23 @@ def test_two_cpu_processes_share_the_loss_and_keep_identical_lora(prompts, tmp_p
            "-m", "flowlite", "sd3", "--tiny", "--method", "adjoint-matching", "--reward", "aesthetic",
            "--prompts", str(prompts / "train.txt"), "--eval-prompts", str(prompts / "eval.txt"),
            "--output", str(out), "--train-steps", "2", "--solver-steps", "2", "--eval-steps", "2", "--batch-size", "2",
-           "--eval-every", "2", "--checkpoint-every", "2", "--lr", "0.01", "--quiet"]
+           "--eval-every", "2", "--checkpoint-every", "2", "--lr", "0.01", "--grad-accum", "2", "--quiet"]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
-    steps = {}
-    for rank, step, local, mean in re.findall(r"rank (\d)/2 step (\d+) micro 0 local_loss (\S+) mean_loss (\S+)",
-                                              done.stdout):
-        steps.setdefault(int(step), {})[int(rank)] = (float(local), float(mean))
-    assert sorted(steps) == [1, 2] and all(sorted(ranks) == [0, 1] for ranks in steps.values())
+    steps = {}  # (step, micro-batch) -> rank -> (local loss, rank-mean loss); two micro-batches per update
+    for rank, step, micro, local, mean in re.findall(
+            r"rank (\d)/2 step (\d+) micro (\d) local_loss (\S+) mean_loss (\S+)", done.stdout):
+        steps.setdefault((int(step), int(micro)), {})[int(rank)] = (float(local), float(mean))
+    assert sorted(steps) == [(1, 0), (1, 1), (2, 0), (2, 1)] and all(sorted(r) == [0, 1] for r in steps.values())
     logged = [float(row.split(",")[1]) for row in (out / "metrics.csv").read_text().splitlines()[1:]]
-    for step, ranks in steps.items():
+    for (step, micro), ranks in steps.items():
         (local0, mean0), (local1, mean1) = ranks[0], ranks[1]
         assert mean0 == mean1  # the same loss on both ranks
         assert mean0 == pytest.approx((local0 + local1) / 2, rel=1e-5)  # the mean of what each rank computed
-        assert logged[step - 1] == pytest.approx(mean0, rel=1e-6)
-    assert steps[1][0][0] != steps[1][1][0], "both ranks drew the same data: not data-parallel"
+    for step in (1, 2):  # the logged loss averages the update's micro-batches
+        assert logged[step - 1] == pytest.approx((steps[step, 0][0][1] + steps[step, 1][0][1]) / 2, rel=1e-6)
+    assert steps[1, 0][0][0] != steps[1, 0][1][0], "both ranks drew the same data: not data-parallel"
     finals = {int(r): (float(d), float(total)) for r, d, total in
               re.findall(r"rank (\d)/2 lora_max_difference_across_ranks (\S+) lora_sum (\S+)", done.stdout)}
     assert sorted(finals) == [0, 1] and finals[0] == finals[1] and finals[0][0] == 0.0

@@ -119,9 +119,10 @@ def _training_steps(method, options: dict, budget_seconds: float | None, iterati
 def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: float | None = None,
             iterations: int | dict[str, int] | None = None, base: str = "exact", batch_size: int = 256,
             solver_steps: int = 50, eval_samples: int = 4000, curve_points: int = 10,
-            curve_samples: int = CURVE_SAMPLES, progress: bool = True) -> dict:
+            curve_samples: int = CURVE_SAMPLES, progress: bool = True, method_options: dict | None = None) -> dict:
     """Train one method on one problem and score it. Returns the numbers (``METRICS``), the training curve
-    (CPU seconds → reward, mode error, KL to tilt on ``curve_samples`` samples) and the final samples."""
+    (CPU seconds → reward, mode error, KL to tilt on ``curve_samples`` samples) and the final samples.
+    ``method_options`` go to the method's constructor (e.g. Adjoint Matching's ``weighting``)."""
 
     torch.set_num_threads(1)
     problem = load_problem(problem_name)
@@ -131,7 +132,7 @@ def run_one(problem_name: str, method_name: str, seed: int = 0, budget_seconds: 
     cpu, wall = time.process_time(), time.perf_counter()
     reward = CountingReward(problem.reward)
     method, options = build_method(method_name, problem.flow(base), reward, problem.beta,
-                                   batch_size=batch_size, solver_steps=solver_steps)
+                                   batch_size=batch_size, solver_steps=solver_steps, **(method_options or {}))
     setup_cpu, setup_wall = time.process_time() - cpu, time.perf_counter() - wall
     if isinstance(iterations, dict):  # per-method counts: a reproducible stand-in for a CPU budget (notebook 07, FAST)
         iterations = iterations.get(method_name)

@@ -5,7 +5,9 @@ overflow in the backward pass, gives a finite loss and NaN gradients, and AdamW 
 Matching uses only ∇r, so a NaN reward value never reaches its loss. The loop therefore checks, at every step,
 
 * the loss and every scalar the method logs (the mean reward among them) before the backward pass,
-* every gradient after the backward pass, the data-parallel average and clipping, before ``optimizer.step()``,
+* every gradient after the backward pass, DistributedDataParallel's average, unscaling and clipping, before
+  ``optimizer.step()`` (with accelerate's fp16 gradient scaler on a GPU an overflow is expected now and then, and the
+  scaler skips that step instead; the parameters are still checked),
 * every trainable parameter after the step, before the next step and before any checkpoint is written,
 
 and stops with :class:`~flowlite.errors.NonFiniteLossError` naming what failed, the step and the last good checkpoint.

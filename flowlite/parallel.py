@@ -4,7 +4,7 @@
 Either way :func:`make_accelerator` builds the ``Accelerator`` that ``flowlite.train.train`` drives, as diffusers'
 training scripts do: ``gradient_accumulation_steps`` and ``mixed_precision`` are given to it, the loop prepares the
 trainable module, optimizer and scheduler, and DistributedDataParallel averages the gradients in the backward pass
-(on CPU, ``ACCELERATE_USE_CPU=true`` gives the same with gloo; theory §12.6). Three settings differ from accelerate's
+(on CPU, ``ACCELERATE_USE_CPU=true`` gives the same with gloo; theory §12.6). These settings differ from accelerate's
 defaults, each for a reason:
 
 * ``device_placement=False``: the caller puts its model where it wants it (the toy stays on the CPU even where a GPU
@@ -14,7 +14,9 @@ defaults, each for a reason:
   schedules count optimizer steps, so the learning rate at step k is the same with 1 or N processes;
 * autocast off (``AutocastKwargs(enabled=False)``): the base's dtype comes from casting its weights, the LoRA stays in
   fp32 and the VAE, reward and adjoints stay fp32 (§1.4); ``mixed_precision`` still gives accelerate's gradient scaler
-  for fp16 on a GPU.
+  for fp16 on a GPU;
+* DDP with ``find_unused_parameters=True`` (a method may leave a parameter out of a step) and
+  ``broadcast_buffers=False`` (no method trains a buffer, and every buffer is built from the same seed on every rank).
 
 accelerate keeps ``AcceleratorState`` and ``GradientState`` as process-wide singletons. A notebook trains many times in
 one kernel, and a run with another precision would otherwise be refused, so in a single process :func:`fresh_state`
@@ -60,9 +62,9 @@ def make_accelerator(accumulate: int = 1, mixed_precision: str = "no", run_dir: 
     return Accelerator(gradient_accumulation_steps=accumulate, mixed_precision=mixed_precision,
                        cpu=bool(cpu) if cpu is not None else not torch.cuda.is_available(), device_placement=False,
                        step_scheduler_with_optimizer=False, log_with=log_with or None, project_config=project,
-                       kwargs_handlers=[AutocastKwargs(enabled=False),
-                                        # methods leave parameters out on some steps (a critic between its updates)
-                                        DistributedDataParallelKwargs(find_unused_parameters=True)])
+                       kwargs_handlers=[AutocastKwargs(enabled=False),  # module docstring: why each setting
+                                        DistributedDataParallelKwargs(find_unused_parameters=True,
+                                                                      broadcast_buffers=False)])
 
 
 def installed_trackers(wanted: tuple[str, ...] = ("tensorboard", "wandb")) -> list[str]:

@@ -8,7 +8,10 @@ config as metadata, so a LoRA with alpha ≠ rank loads back with its own scale.
 ComfyUI reads the same ``transformer.<module>.lora_A/B.weight`` keys but not the metadata: it takes each module's
 scale alpha/rank from a ``<module>.alpha`` tensor (1 when absent), so a LoRA with alpha ≠ rank would load at the wrong
 strength. ``save_lora(..., comfyui=True)`` also writes ``lora_comfyui.safetensors``: the same keys plus one fp32
-``alpha`` scalar per module (the job's LoRAs have alpha = rank, where both files give the same result).
+``alpha`` scalar per module (the job's LoRAs have alpha = rank, where both files give the same result). The layout
+was checked by reading ComfyUI's LoRA loader (``comfy/lora.py``): for SD3 and FLUX models it maps each diffusers
+module name under ``transformer.`` to its own weight and reads ``<key>.lora_B.weight``, ``<key>.lora_A.weight`` and
+``<key>.alpha``; ComfyUI itself was not run (it is not installable here).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from flowlite.errors import FlowliteError
+from flowlite.errors import FlowliteError, first_line
 
 PREFIX = "step_"
 BROKEN = "broken-"
@@ -162,7 +162,7 @@ def load_newest_loadable(directory: str | Path, module: nn.Module, optimizer=Non
         try:
             read = read_checkpoint(path)
         except Exception as err:  # any reader's error on a damaged file: fall back to the previous checkpoint
-            reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            reason = first_line(err, 200)
             aside = path.with_name(BROKEN + path.name)
             if aside.exists():
                 shutil.rmtree(aside)

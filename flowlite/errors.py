@@ -9,6 +9,13 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the last good checkpoint was kept."""
 
 
+def first_line(err: BaseException, limit: int | None = None) -> str:
+    """The first line of an error's message (its type's name when the message is empty), cut to ``limit`` characters:
+    what a one-line ``error:`` shows of a library's multi-line exception."""
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
 BETA_MAX = 1e8
 """The largest β accepted: above it exp(β r) overflows for any reward of order one (SD3 recipes use up to 5e5)."""
 

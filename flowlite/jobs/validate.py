@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flowlite.errors import FlowliteError
+from flowlite.errors import FlowliteError, first_line
 from flowlite.text import check_prompt_length
 
 MAX_PROMPT_FILE_BYTES = 10 * 2**20
@@ -75,7 +75,7 @@ def check_lora_file(path: str | Path, flag: str = "--lora") -> Path:
             for key in keys:
                 f.get_slice(key).get_shape()
     except Exception as err:  # safetensors raises its own error type for every kind of damage
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        reason = first_line(err, 160)
         raise FlowliteError(f"{flag}: {str(path)!r} is not a readable safetensors LoRA file ({reason}); "
                             "train again or pick another checkpoint with --checkpoint") from None
     if not keys:

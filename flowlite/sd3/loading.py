@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from flowlite.config import pick_device
-from flowlite.errors import FlowliteError
+from flowlite.errors import FlowliteError, first_line
 from flowlite.hub import check_pretrained, read_model_index
 
 
@@ -53,7 +53,7 @@ def load_pipeline(class_name: str, pretrained: str | Path, what: str, dtype: tor
     try:
         pipe = getattr(diffusers, class_name).from_pretrained(source, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:  # a missing file, an unknown class name in model_index.json
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        reason = first_line(err)
         raise FlowliteError(f"could not load {what} weights from {str(pretrained)!r}: {reason}") from None
     return freeze_pipeline(pipe.to(device))
 

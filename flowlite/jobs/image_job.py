@@ -163,7 +163,7 @@ def write_json(path: Path, data: dict) -> None:
 
 def save_lora_atomically(flow, folder: Path, comfyui: bool = False) -> None:
     """The LoRA in the diffusers format, written beside ``folder`` and renamed into place."""
-    write_folder_atomically(folder, lambda tmp: save_lora(flow, tmp, **({"comfyui": True} if comfyui else {})))
+    write_folder_atomically(folder, lambda tmp: save_lora(flow, tmp, comfyui=comfyui))
 
 
 def save_tiny_base(config: dict, folder: Path) -> None:
@@ -260,10 +260,10 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
     def evaluate(step: int) -> dict:
         return job.evaluator(step) if procs.main else {}
 
-    comfyui = {"comfyui": True} if config.get("comfyui") else {}  # --comfyui: also the alpha-carrying file
+    comfyui = bool(config.get("comfyui"))  # --comfyui: also the alpha-carrying file
 
     def lora_files(folder: Path) -> None:
-        save_lora(job.flow, folder / LORA_DIR, **comfyui)
+        save_lora(job.flow, folder / LORA_DIR, comfyui=comfyui)
 
     result = train(job.method, make_loss(job), job.optimizer, config["train_steps"], run_dir=out,
                    checkpoint_every=config["checkpoint_every"], keep_last=config["keep_last"],
@@ -276,7 +276,7 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
                "lora_max_difference_across_ranks": procs.max_difference(lora),
                "last": {k: v for k, v in (result.history[-1] if result.history else {}).items()}}
     if procs.main:
-        save_lora_atomically(job.flow, out / LORA_DIR, **comfyui)
+        save_lora_atomically(job.flow, out / LORA_DIR, comfyui=comfyui)
         write_json(out / "summary.json", summary)
     if procs.world > 1:
         say(f"rank {procs.rank}/{procs.world} lora_max_difference_across_ranks "

@@ -98,11 +98,11 @@ def test_rotation_keeps_keep_last_and_a_failed_checkpoint_leaves_the_previous_in
     real = image_job.save_lora
     calls = []
 
-    def crash_on_second(flow, directory):  # the disk fills up while the step-5 checkpoint is being written
+    def crash_on_second(flow, directory, **kwargs):  # the disk fills up while the step-5 checkpoint is being written
         calls.append(directory)
         if len(calls) == 2:
             raise OSError("no space left on device")
-        return real(flow, directory)
+        return real(flow, directory, **kwargs)
 
     monkeypatch.setattr(image_job, "save_lora", crash_on_second)
     assert sd3(prompts, out, "--train-steps", "6", "--checkpoint-every", "1", "--keep-last", "2", "--eval-every", "6",

@@ -33,10 +33,13 @@ def shifted_grid(solver_steps: int, shift: float = 3.0) -> Tensor:
 
 def dynamic_shift_mu(scheduler_config, image_seq_len: int) -> float:
     """The pipelines' μ for schedulers with ``use_dynamic_shifting``: linear in the number of image tokens, from
-    ``base_shift`` at ``base_image_seq_len`` to ``max_shift`` at ``max_image_seq_len`` (SD3.5 and FLUX pipelines)."""
+    ``base_shift`` at ``base_image_seq_len`` to ``max_shift`` at ``max_image_seq_len``, computed by the function the
+    SD3.5 and FLUX pipelines call (diffusers' ``calculate_shift``)."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
     c = scheduler_config
-    slope = (c["max_shift"] - c["base_shift"]) / (c["max_image_seq_len"] - c["base_image_seq_len"])
-    return float(c["base_shift"] + slope * (image_seq_len - c["base_image_seq_len"]))
+    return float(calculate_shift(image_seq_len, c["base_image_seq_len"], c["max_image_seq_len"], c["base_shift"],
+                                 c["max_shift"]))
 
 
 def pipeline_grid(scheduler, steps: int, image_seq_len: int | None = None, sigmas=None) -> Tensor:

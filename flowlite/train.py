@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from flowlite import guard
+from flowlite import guard, sharding
 from flowlite.checkpoint import load_newest_loadable, save_checkpoint
 from flowlite.ema import EMA
 
@@ -111,7 +112,8 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
           resume: bool = False, grad_clip: float | None = None, callback: Callable[[int], dict] | None = None,
           callback_every: int = 0, log_every: int = 50, progress: bool = True, desc: str = "train",
           ema: EMA | None = None, accumulate: int = 1, checkpoint_files: Callable[[Path], None] | None = None,
-          accelerator=None, project: str = "flowlite", tracker_init: dict | None = None) -> TrainResult:
+          accelerator=None, project: str = "flowlite", tracker_init: dict | None = None,
+          shard_units: tuple[str, ...] = ()) -> TrainResult:
     """Run ``train_steps`` optimisation steps of ``loss_fn(step)`` on ``module``'s trainable state.
 
     Args:
@@ -135,6 +137,10 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
             None: one is built here for this run, with TensorBoard when installed, and accelerate's process-wide
             state is cleared afterwards. Only its main process writes (log, trackers, checkpoints); all ranks resume.
         project, tracker_init: ``accelerator.init_trackers(project, init_kwargs=tracker_init)`` when it has trackers.
+        shard_units: class names of the FSDP units (e.g. ``("JointTransformerBlock",)``): the module is sharded with
+            torch's ``fully_shard`` (``flowlite.sharding``) instead of wrapped in DDP; evaluation then runs on every
+            rank, and checkpoints gather the trainable state and optimizer state on every rank before the main process
+            writes them. Resume loads before sharding. Not with ``ema``.
     Raises:
         NonFiniteLossError: the loss, a logged scalar, a gradient or a parameter became NaN/inf; the optimizer step
             is not taken and nothing is written for that step (``flowlite.guard``).
@@ -149,6 +155,8 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
         raise ValueError("checkpoint_every and resume need a run_dir")
     if accumulate < 1:
         raise ValueError(f"accumulate must be >= 1, got {accumulate}")
+    if shard_units and ema is not None:
+        raise ValueError("ema is not supported with shard_units")
     own = accelerator is None
     if own:
         accelerator = make_accelerator(accumulate, run_dir=run_dir,
@@ -160,7 +168,7 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
     try:
         return _loop(module, loss_fn, optimizer, train_steps, scheduler, run_dir, checkpoint_every, keep_last, resume,
                      grad_clip, callback, callback_every, log_every, progress, desc, ema, accumulate,
-                     checkpoint_files, accelerator, project, tracker_init)
+                     checkpoint_files, accelerator, project, tracker_init, shard_units)
     finally:
         if own:
             fresh_state()
@@ -168,7 +176,7 @@ def train(module: nn.Module, loss_fn: LossFn, optimizer: torch.optim.Optimizer, 
 
 def _loop(module, loss_fn, optimizer, train_steps, scheduler, run_dir, checkpoint_every, keep_last, resume, grad_clip,
           callback, callback_every, log_every, progress, desc, ema, accumulate, checkpoint_files, accelerator, project,
-          tracker_init) -> TrainResult:
+          tracker_init, shard_units) -> TrainResult:
     main = accelerator.is_main_process
     ckpt_dir = run_dir / "checkpoints" if run_dir is not None else None
     if run_dir is not None and main:
@@ -184,7 +192,12 @@ def _loop(module, loss_fn, optimizer, train_steps, scheduler, run_dir, checkpoin
             if ema is not None and "ema" in state["extra"]:
                 ema.load_state_dict(state["extra"]["ema"])
     objective = _Objective(module, loss_fn)
-    prepared = accelerator.prepare(objective, optimizer, *([scheduler] if scheduler is not None else []))
+    if shard_units:  # FSDP2 instead of DDP: the sharded objective is used as it is (flowlite.sharding)
+        wrapped = sharding.shard(objective, shard_units, optimizer)
+        rest = accelerator.prepare(optimizer, *([scheduler] if scheduler is not None else []))
+        prepared = (wrapped, *(rest if isinstance(rest, tuple) else (rest,)))
+    else:
+        prepared = accelerator.prepare(objective, optimizer, *([scheduler] if scheduler is not None else []))
     wrapped, stepper = prepared[0], prepared[1]
     stepped_scheduler = prepared[2] if scheduler is not None else None
     if run_dir is not None and accelerator.log_with:
@@ -227,10 +240,7 @@ def _loop(module, loss_fn, optimizer, train_steps, scheduler, run_dir, checkpoin
             row.update({k: float(v) for k, v in logs.items()})
             if callback is not None and callback_every and ((step + 1) % callback_every == 0 or step + 1 == train_steps):
                 module.eval()
-                if ema is not None:
-                    with ema.average_parameters():
-                        row.update({k: float(v) for k, v in callback(step + 1).items()})
-                else:
+                with ema.average_parameters() if ema is not None else nullcontext():
                     row.update({k: float(v) for k, v in callback(step + 1).items()})
             row["seconds"] = time.perf_counter() - clock
             log.rows.append(row)
@@ -239,14 +249,16 @@ def _loop(module, loss_fn, optimizer, train_steps, scheduler, run_dir, checkpoin
             result.step = step + 1
             if progress:
                 bar.set_postfix(loss=f"{value:.4g}", refresh=False)
-            checkpoint_now = checkpoint_every and main and ((step + 1) % checkpoint_every == 0
-                                                            or step + 1 == train_steps)
+            checkpoint_now = checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == train_steps)
             if (step + 1) % log_every == 0 or checkpoint_now:  # the log never lags behind a checkpoint
                 log.flush()
             if checkpoint_now:
                 extra = {"ema": ema.state_dict()} if ema is not None else None
-                result.last_checkpoint = save_checkpoint(ckpt_dir, module, optimizer, scheduler, step + 1,
-                                                         keep_last=keep_last, extra=extra, files=checkpoint_files)
+                with sharding.gathered(module, optimizer):  # on every rank; a no-op unless sharded
+                    if main:
+                        result.last_checkpoint = save_checkpoint(ckpt_dir, module, optimizer, scheduler, step + 1,
+                                                                 keep_last=keep_last, extra=extra,
+                                                                 files=checkpoint_files)
     finally:
         bar.close()
         log.flush()

@@ -2,16 +2,22 @@
 
 transformers without torchvision says, once per class, that ``SiglipImageProcessor`` and ``CLIPImageProcessor`` fall
 back to their PIL versions when diffusers imports them. flowlite never uses those processors (its image rewards
-preprocess in torch), so the lines only bury the one line that matters, e.g. an ``error:``. A filter on the logger
-that emits them drops exactly those messages; transformers itself is not imported here.
+preprocess in torch), so the lines only bury the one line that matters, e.g. an ``error:``. torchao
+(``--quantize-base int8``) says the same kind of thing about CUDA kernels a CPU build lacks, about loading
+torchao-serialised files (flowlite never does) and about its enums. A filter on the logger that emits them drops
+exactly those messages; transformers itself is not imported here.
 """
 
 from __future__ import annotations
 
 import logging
 
-NOISE = ("requires torchvision (not installed); falling back to",)
-SOURCES = ("transformers.utils.import_utils",)
+NOISE = ("requires torchvision (not installed); falling back to",
+         "Failed to load",  # torchao on a CPU-only torch: its CUDA kernel libraries (flowlite uses none of them)
+         "Unable to import `torchao` Tensor objects",  # for torchao-serialised checkpoints, which flowlite never reads
+         "is an Enum subclass and is now natively supported")  # torchao registering its enums with torch.compile
+SOURCES = ("transformers.utils.import_utils", "torchao", "diffusers.quantizers.torchao.torchao_quantizer",
+           "torch.utils._pytree")
 
 
 class _DropNoise(logging.Filter):

@@ -9,6 +9,8 @@ import torch
 from flowlite.sd3.loading import load_pipeline
 
 
-def load_flux(pretrained: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "auto"):
-    """A ``FluxPipeline`` (e.g. ``black-forest-labs/FLUX.1-dev``) on ``device`` in ``dtype`` (bf16 on a GPU)."""
-    return load_pipeline("FluxPipeline", pretrained, "FLUX", dtype, device)
+def load_flux(pretrained: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "auto",
+              quantize: str | None = None):
+    """A ``FluxPipeline`` (e.g. ``black-forest-labs/FLUX.1-dev``) on ``device`` in ``dtype`` (bf16 on a GPU); its
+    transformer's linear weights in int8 with ``quantize="int8"`` (theory §12.9)."""
+    return load_pipeline("FluxPipeline", pretrained, "FLUX", dtype, device, quantize)

@@ -63,7 +63,7 @@ def build_job(config: dict, procs: Processes) -> Job:
     from flowlite.jobs.image_eval import Evaluator
     from flowlite.methods import build_method
     from flowlite.rewards.registry import image_reward
-    from flowlite.jobs.image_models import MODELS
+    from flowlite.jobs.image_models import MODELS, base_pipeline
     from flowlite.sd3 import LORA_TARGETS, LatentReward, method_options
 
     train_prompts = read_prompts(config["prompts"])
@@ -71,12 +71,7 @@ def build_job(config: dict, procs: Processes) -> Job:
     dtype = PRECISIONS[config["mixed_precision"]]
     seed_everything(config["seed"])  # the same LoRA, critic and value-network initialisation on every rank
     family = MODELS[config.get("model", "sd3")]
-    if config["tiny"]:
-        pipe = family.tiny(seed=config["seed"], drop_t5=config["drop_t5"])
-        if dtype != torch.float32 or procs.device.type != "cpu":
-            pipe.to(procs.device, dtype)
-    else:
-        pipe = family.load(config["pretrained"], dtype=dtype, device=procs.device, drop_t5=config["drop_t5"])
+    pipe = base_pipeline(family, config, dtype, procs.device)
     extra = {"head": config["reward_head"]} if config.get("reward_head") else {}
     if extra and config["reward"] != "aesthetic":
         raise FlowliteError("--reward-head applies to --reward aesthetic only")

@@ -6,8 +6,11 @@ value. The families' conventions (σ ↔ t, output sign, latent packing, guidanc
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from flowlite.errors import FlowliteError
 
@@ -20,15 +23,16 @@ class ImageFamily:
     recipe: dict   # settings the job takes from the family unless a flag or --tiny gives them
     source: str
 
-    def load(self, pretrained, dtype, device, drop_t5: bool = False):
+    def load(self, pretrained, dtype, device, drop_t5: bool = False, quantize: str | None = None):
+        """The family's pipeline from a hub id or folder; ``quantize="int8"``: its transformer in int8 (theory §12.9)."""
         if self.name == "flux":
             from flowlite.flux import load_flux
 
             _no_t5_drop(self, drop_t5)
-            return load_flux(pretrained, dtype=dtype, device=device)
+            return load_flux(pretrained, dtype=dtype, device=device, quantize=quantize)
         from flowlite.sd3 import load_sd3
 
-        return load_sd3(pretrained, dtype=dtype, device=device, drop_t5=drop_t5)
+        return load_sd3(pretrained, dtype=dtype, device=device, drop_t5=drop_t5, quantize=quantize)
 
     def tiny(self, seed: int = 0, drop_t5: bool = False):
         """The family's tiny random pipeline (deterministic in ``seed``)."""
@@ -59,6 +63,24 @@ class ImageFamily:
         from flowlite.sd3 import PromptCache
 
         return PromptCache(pipe, max_sequence_length=max_sequence_length)
+
+
+def base_pipeline(family: ImageFamily, config: dict, dtype: torch.dtype, device: torch.device):
+    """The pipeline a run trains on: ``--pretrained`` loaded (its transformer quantised with ``--quantize-base``), or
+    with ``--tiny`` the family's random pipeline; a quantised tiny one goes through the loader users call (saved, then
+    loaded back quantised)."""
+    quantize = config.get("quantize_base")
+    if not config["tiny"]:
+        return family.load(config["pretrained"], dtype=dtype, device=device, drop_t5=config["drop_t5"],
+                           quantize=quantize)
+    pipe = family.tiny(seed=config["seed"], drop_t5=config["drop_t5"])
+    if quantize:
+        with tempfile.TemporaryDirectory() as folder:
+            pipe.save_pretrained(folder)
+            return family.load(folder, dtype=dtype, device=device, drop_t5=config["drop_t5"], quantize=quantize)
+    if dtype != torch.float32 or device.type != "cpu":
+        pipe.to(device, dtype)
+    return pipe
 
 
 def _no_t5_drop(family: ImageFamily, drop_t5: bool) -> None:

@@ -77,6 +77,9 @@ SETTINGS = (
     Setting("width", 512, positive_int, identity=True),
     Setting("mixed_precision", "bf16", str, "transformer weights' dtype; LoRA, VAE, reward, adjoints stay fp32",
             identity=True, choices=tuple(PRECISIONS)),
+    Setting("quantize_base", None, str, "store the frozen transformer's linear weights in int8 (torchao, weight-only; "
+                                        "needs --mixed-precision bf16); the LoRA stays fp32", identity=True,
+            choices=("int8",)),
     Setting("gradient_checkpointing", False, None, "recompute the transformer blocks in the backward pass"),
     Setting("drop_t5", False, None, "no T5 text encoder (its embeddings are zeros)", identity=True),
     Setting("max_sequence_length", 256, positive_int, "T5 tokens", identity=True),
@@ -153,6 +156,9 @@ def resolve_config(args: dict) -> dict:
         config.update({k: v for k, v in TINY.items() if not (k == "beta" and config["beta"] is None)})
     config.update({k: v for k, v in args.items() if v is not None and v is not False})
     config["tiny"] = tiny
+    if config.get("quantize_base") and config["mixed_precision"] != "bf16":
+        raise FlowliteError(f"--quantize-base {config['quantize_base']} computes in bf16: add --mixed-precision bf16 "
+                            f"(got {config['mixed_precision']!r})")
     config["method_options"] = {**recipe["options"], **(TINY_OPTIONS.get(method, {}) if tiny else {})}
     config["recipe_source"] = recipe["source"]
     config["adam_betas"] = list(config["adam_betas"])
@@ -174,7 +180,7 @@ def check_resume(config: dict, resume: str | None, overwrite: bool = False) -> N
     if resume not in (None, "latest"):
         raise FlowliteError(f"--resume accepts only 'latest', got {resume!r}")
     open_run_folder(config["output"], config, IDENTITY, resume is not None, overwrite, config["train_steps"], OUTPUTS,
-                    flag="--output", resume_flag="--resume latest", saved_defaults={"model": "sd3"})
+                    flag="--output", resume_flag="--resume latest", saved_defaults={"model": "sd3", "quantize_base": None})
 
 
 def reproduce_command(config: dict) -> str:

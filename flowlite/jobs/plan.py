@@ -23,6 +23,7 @@ from flowlite.jobs.plan_models import MODELS, ModelSpec, load_spec
 from flowlite.jobs.plan_trace import build_meta, trace_passes
 from flowlite.methods import METHODS
 from flowlite.sd3.flow import LORA_TARGETS
+from flowlite.sd3.quantization import int8_linear_bytes
 
 CARDS_GIB = (24, 48, 80)
 USABLE = 0.9  # of a card's memory left for tensors (the rest: CUDA context, allocator fragmentation)
@@ -93,6 +94,7 @@ class Workload:
     gpus: int = 1
     fsdp: bool = False
     rank: int = 8
+    quantize_base: str | None = None  # "int8": the frozen linear weights in int8 (theory §12.9)
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,18 @@ def count_state(spec: ModelSpec, w: Workload) -> Counts:
     gathered blocks."""
     model = build_meta(spec, spec.config, PRECISIONS[w.precision], w.rank, LORA_TARGETS)
     frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
-    frozen += sum(b.numel() * b.element_size() for b in model.buffers())
+    if w.quantize_base:  # each frozen linear weight as int8 rows with a scale and a zero point, instead of its dtype
+        linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear) and not m.weight.requires_grad]
+        frozen += sum(int8_linear_bytes(*p.shape) - p.numel() * p.element_size() for p in linears)
+    dtype = PRECISIONS[w.precision]  # diffusers casts floating buffers (SD3's position table) to the load dtype
+    frozen += sum(b.numel() * (dtype.itemsize if b.is_floating_point() else b.element_size()) for b in model.buffers())
     lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
     blocks = [sum(p.numel() * p.element_size() for p in block.parameters())
               for blocks in model.children() if isinstance(blocks, torch.nn.ModuleList) for block in blocks]
     largest = max(blocks, default=0)
     shards = w.gpus if w.fsdp else 1
+    if w.quantize_base and shards > 1:
+        raise FlowliteError("--quantize-base with --fsdp is not planned: the shipped FSDP configs shard bf16 weights")
     weights = frozen // shards + (2 * largest if shards > 1 else 0)
     return Counts(weights, math.ceil(lora * ADAM_BYTES / shards), lora, largest)
 
@@ -180,6 +188,8 @@ def add_plan_parser(sub) -> None:
     p.add_argument("--gpus", type=positive_int, default=1)
     p.add_argument("--fsdp", action="store_true", help="FSDP full-shard of the base and the LoRA over --gpus")
     p.add_argument("--rank", type=positive_int, default=8, help="LoRA rank")
+    p.add_argument("--quantize-base", choices=["int8"], default=None,
+                   help="the frozen transformer's linear weights in int8 (as the job's --quantize-base)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
     p.set_defaults(func=cmd_plan)
 
@@ -187,12 +197,13 @@ def add_plan_parser(sub) -> None:
 def cmd_plan(args) -> int:
     spec = load_spec(args.model, resolution=args.resolution)
     w = Workload(args.model, spec.resolution, args.batch_size, args.solver_steps, args.precision,
-                 args.gradient_checkpointing, args.gpus, args.fsdp, args.rank)
+                 args.gradient_checkpointing, args.gpus, args.fsdp, args.rank, args.quantize_base)
     rows = plan(w, args.method, spec)
     print(f"{spec.name}: {w.resolution}x{w.resolution}, {spec.tokens(w.resolution)} image + {spec.text_tokens} text "
           f"tokens, batch {w.batch_size}{' (CFG x2 without grad)' if spec.cfg else ''}, {w.solver_steps} steps, "
           f"{w.precision}, checkpointing {'on' if w.gradient_checkpointing else 'off'}, "
           f"{w.gpus} GPU{'s' if w.gpus > 1 else ''}{' FSDP' if w.fsdp else ''}, LoRA rank {w.rank} "
+          f"{'(base int8) ' if w.quantize_base else ''}"
           f"({rows[0]['lora_params'] / 1e6:.1f} M)")
     print(format_table(w, rows))
     print(f"GiB per GPU; 'fits' when the total is at most {USABLE:.0%} of the card. Not counted: VAE, reward model, "

@@ -23,25 +23,32 @@ def freeze_pipeline(pipe):
 
 
 def load_sd3(pretrained: str | Path, dtype: torch.dtype | None = None, device: str | torch.device = "auto",
-             drop_t5: bool = False):
+             drop_t5: bool = False, quantize: str | None = None):
     """Load a ``StableDiffusion3Pipeline`` (SD3 or SD3.5) from a hub id or a local folder, frozen and in eval mode.
 
     ``dtype`` defaults to bfloat16 on a GPU and float32 on a CPU; ``drop_t5`` skips T5 (the pipeline then uses
-    zeros for its part of the embeddings). Raises FlowliteError for a missing folder or an unreachable hub id.
+    zeros for its part of the embeddings); ``quantize="int8"`` stores the transformer's linear weights in int8
+    (:mod:`flowlite.sd3.quantization`). Raises FlowliteError for a missing folder or an unreachable hub id.
     """
     path = Path(pretrained)
     lacks_t5 = path.exists() and (path / "model_index.json").is_file() and _lacks_t5(path)
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 or lacks_t5 else {}
-    return load_pipeline("StableDiffusion3Pipeline", pretrained, "SD3", dtype, device, **kwargs)
+    return load_pipeline("StableDiffusion3Pipeline", pretrained, "SD3", dtype, device, quantize, **kwargs)
 
 
 def load_pipeline(class_name: str, pretrained: str | Path, what: str, dtype: torch.dtype | None = None,
-                  device: str | torch.device = "auto", **kwargs):
+                  device: str | torch.device = "auto", quantize: str | None = None, **kwargs):
     """``diffusers.<class_name>.from_pretrained`` from a hub id or folder, on ``device`` in ``dtype`` (default bf16
-    on a GPU, fp32 on a CPU), frozen and in eval mode; one FlowliteError for a folder without model_index.json or
+    on a GPU, fp32 on a CPU), frozen and in eval mode, its transformer quantised while loading when ``quantize`` is
+    given (``"int8"``: theory §12.9); one FlowliteError for a folder without model_index.json or
     weights that cannot be loaded."""
     import diffusers
 
+    from flowlite.sd3.quantization import pipeline_quantization
+
+    quantization = pipeline_quantization(quantize)  # refuses an unknown kind before anything is read
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     device = pick_device(device)
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     source = check_pretrained(pretrained, what)

@@ -5,9 +5,10 @@ value. The families' conventions (σ ↔ t, output sign, latent packing, guidanc
 
 from __future__ import annotations
 
+import importlib
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,52 +18,48 @@ from flowlite.errors import FlowliteError
 
 @dataclass(frozen=True)
 class ImageFamily:
+    """One image family as data: its diffusers pipeline, the weights its recipe is for, the recipe with its source,
+    and where its pieces live (``package``: the loader, the tiny random builder, the ``FlowModel`` adapter and the
+    prompt cache, by name). The methods never see any of this; the job calls the four pieces through this object."""
+
     name: str
     pipeline: str  # the diffusers pipeline class
     hub_id: str    # the weights the recipe is for
     recipe: dict   # settings the job takes from the family unless a flag or --tiny gives them
     source: str
+    package: str   # flowlite.sd3 or flowlite.flux
+    loader: str
+    tiny_builder: str
+    adapter: str
+    prompts: str
+    tiny_options: dict = field(default_factory=dict)  # the tiny builder's arguments for this family
+    has_t5_drop: bool = True  # False: the prompt states come from T5, so --drop-t5 is refused
+
+    def _piece(self, name: str):
+        return getattr(importlib.import_module(self.package), name)
+
+    def _t5(self, drop_t5: bool) -> dict:
+        if drop_t5 and not self.has_t5_drop:
+            raise FlowliteError(f"--drop-t5 does not apply to --model {self.name}: its prompt states come from T5")
+        return {"drop_t5": drop_t5} if self.has_t5_drop else {}
 
     def load(self, pretrained, dtype, device, drop_t5: bool = False, quantize: str | None = None):
         """The family's pipeline from a hub id or folder; ``quantize="int8"``: its transformer in int8 (theory §12.9)."""
-        if self.name == "flux":
-            from flowlite.flux import load_flux
-
-            _no_t5_drop(self, drop_t5)
-            return load_flux(pretrained, dtype=dtype, device=device, quantize=quantize)
-        from flowlite.sd3 import load_sd3
-
-        return load_sd3(pretrained, dtype=dtype, device=device, drop_t5=drop_t5, quantize=quantize)
+        return self._piece(self.loader)(pretrained, dtype=dtype, device=device, quantize=quantize,
+                                        **self._t5(drop_t5))
 
     def tiny(self, seed: int = 0, drop_t5: bool = False):
         """The family's tiny random pipeline (deterministic in ``seed``)."""
-        if self.name == "flux":
-            from flowlite.flux import build_tiny_flux
-
-            _no_t5_drop(self, drop_t5)
-            return build_tiny_flux(seed=seed)
-        from flowlite.sd3 import build_tiny_sd3
-
-        return build_tiny_sd3(seed=seed, t5=not drop_t5, variant=self.name)
+        self._t5(drop_t5)  # refuses --drop-t5 where it does not apply
+        t5 = {"t5": not drop_t5} if self.has_t5_drop else {}
+        return self._piece(self.tiny_builder)(seed=seed, **t5, **self.tiny_options)
 
     def flow(self, pipe, height: int, width: int, **kw):
         """The ``FlowModel`` adapter (SD3Flow or FluxFlow) with a LoRA, for images of height x width."""
-        if self.name == "flux":
-            from flowlite.flux import FluxFlow
-
-            return FluxFlow.from_pipeline(pipe, height, width, **kw)
-        from flowlite.sd3 import SD3Flow
-
-        return SD3Flow.from_pipeline(pipe, height, width, **kw)
+        return self._piece(self.adapter).from_pipeline(pipe, height, width, **kw)
 
     def prompt_cache(self, pipe, max_sequence_length: int):
-        if self.name == "flux":
-            from flowlite.flux import FluxPromptCache
-
-            return FluxPromptCache(pipe, max_sequence_length=max_sequence_length)
-        from flowlite.sd3 import PromptCache
-
-        return PromptCache(pipe, max_sequence_length=max_sequence_length)
+        return self._piece(self.prompts)(pipe, max_sequence_length=max_sequence_length)
 
 
 def base_pipeline(family: ImageFamily, config: dict, dtype: torch.dtype, device: torch.device):
@@ -83,29 +80,28 @@ def base_pipeline(family: ImageFamily, config: dict, dtype: torch.dtype, device:
     return pipe
 
 
-def _no_t5_drop(family: ImageFamily, drop_t5: bool) -> None:
-    if drop_t5:
-        raise FlowliteError(f"--drop-t5 does not apply to --model {family.name}: its prompt states come from T5")
-
-
+_SD3_PIECES = ("flowlite.sd3", "load_sd3", "build_tiny_sd3", "SD3Flow", "PromptCache")
 MODELS = {
     "sd3": ImageFamily(
         "sd3", "StableDiffusion3Pipeline", "stabilityai/stable-diffusion-3-medium-diffusers",
         {"guidance_scale": 5.0, "solver_steps": 20, "eval_steps": 20, "height": 512, "width": 512,
          "max_sequence_length": 256},
-        "the VGG-Flow paper's SD3-medium set-up (theory §6.6): CFG 5, 20 Euler steps, 512 px"),
+        "the VGG-Flow paper's SD3-medium set-up (theory §6.6): CFG 5, 20 Euler steps, 512 px",
+        *_SD3_PIECES, tiny_options={"variant": "sd3"}),
     "sd3.5": ImageFamily(
         "sd3.5", "StableDiffusion3Pipeline", "stabilityai/stable-diffusion-3.5-medium",
         {"guidance_scale": 4.5, "solver_steps": 10, "eval_steps": 40, "height": 512, "width": 512,
          "max_sequence_length": 256},
         "Flow-GRPO's SD3.5-Medium set-up (arXiv 2505.05470): CFG 4.5, 10 sampling steps in training, 40 at "
-        "evaluation, 512 px; T5 length as SD3"),
+        "evaluation, 512 px; T5 length as SD3",
+        *_SD3_PIECES, tiny_options={"variant": "sd3.5"}),
     "flux": ImageFamily(
         "flux", "FluxPipeline", "black-forest-labs/FLUX.1-dev",
         {"guidance_scale": 3.5, "solver_steps": 28, "eval_steps": 28, "height": 512, "width": 512,
          "max_sequence_length": 512},
         "FluxPipeline's defaults for FLUX.1-dev (guidance embedding 3.5, 28 steps, T5 length 512); 512 px as the "
-        "SD3 budget (derived; FLUX.1-dev's native size is 1024)"),
+        "SD3 budget (derived; FLUX.1-dev's native size is 1024)",
+        "flowlite.flux", "load_flux", "build_tiny_flux", "FluxFlow", "FluxPromptCache", has_t5_drop=False),
 }
 
 

@@ -10,6 +10,7 @@ budget (default 420 s) stops the run early; what was not run is listed too.
 
     python bench/gpu.py                                   # on an 80-GB-class GPU: writes bench/gpu_results.json/.md
     python bench/gpu.py --tiny --device cpu --out /tmp/x  # the same code on tiny random models (CI runs this)
+    python bench/gpu.py --quantize-base int8 --out bench/gpu_results_int8.json   # the int8 base (theory §12.9)
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def flow_update(spec: ModelSpec, method: str, w: Workload, device: torch.device,
     cond = cond.to(device)
     with torch.device(device), default_dtype(dtype):
         transformer = spec.build()
+    if w.quantize_base:  # the job's int8 base (theory §12.9), applied in place to the random weights
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(transformer, Int8WeightOnlyConfig())
     if w.gradient_checkpointing:
         transformer.enable_gradient_checkpointing()
     flow = adapter(transformer, shape, guidance_scale=guidance, rank=w.rank)
@@ -105,6 +110,7 @@ def main(argv=None) -> int:
     parser.add_argument("--updates", type=int, default=2, help="timed updates after one warm-up update")
     parser.add_argument("--budget-seconds", type=float, default=420.0)
     parser.add_argument("--card-gib", type=float, default=None, help="default: the device's memory")
+    parser.add_argument("--quantize-base", choices=["int8"], default=None, help="the frozen linear weights in int8")
     parser.add_argument("--out", default="bench/gpu_results.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -117,7 +123,7 @@ def main(argv=None) -> int:
     for name in names:
         spec = TINY[name] if name in TINY else load_spec(name)
         w = Workload(name, resolution, 4 if not args.tiny else 1, 20 if not args.tiny else 3, precision,
-                     gradient_checkpointing=True)
+                     gradient_checkpointing=True, quantize_base=args.quantize_base)
         for row in plan(w, args.methods, spec):
             entry = {"model": name, "method": row["method"], "predicted_bytes": row["total"], "workload": w.__dict__}
             if row["total"] > USABLE * card * GIB:

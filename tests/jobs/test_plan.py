@@ -105,3 +105,8 @@ def test_gpu_bench_runs_real_method_updates_on_cpu_with_tiny_models(tmp_path):
     how = {r["model"]: r["how"] for r in rows}  # both families train through their FlowModel, FLUX included
     assert how == {"sd3-tiny": "method updates via SD3Flow", "flux-tiny": "method updates via FluxFlow"}, how
     assert "| sd3-tiny | draft |" in out.with_suffix(".md").read_text()
+    subprocess.run([sys.executable, str(ROOT / "bench" / "gpu.py"), "--tiny", "--device", "cpu", "--methods",
+                    "adjoint-matching", "--models", "sd3-tiny", "--updates", "1", "--quantize-base", "int8", "--out",
+                    str(out)], check=True, capture_output=True, cwd=ROOT)
+    (row,) = json.loads(out.read_text())["rows"]  # the int8 base: planned with int8 rows and measured
+    assert row["workload"]["quantize_base"] == "int8" and row["status"] == "measured"

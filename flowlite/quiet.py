@@ -32,3 +32,13 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
+
+
+def hide_library_progress_bars() -> None:
+    """``--quiet``: also no bars from diffusers (loading a pipeline) and transformers (loading and writing weights).
+    Imports both, so only a job that already uses them calls it."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()

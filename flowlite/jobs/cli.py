@@ -11,6 +11,7 @@ from flowlite.errors import FlowliteError, NonFiniteLossError
 from flowlite.jobs.arguments import (Parser, beta_value, guidance_value, non_negative_int, positive_float, positive_int,
                                      seed_value)
 from flowlite.jobs.validate import check_output, checkpoint_choice
+from flowlite.quiet import hide_library_progress_bars
 
 
 def cmd_train_base(args) -> int:
@@ -101,6 +102,8 @@ def cmd_sd3(args) -> int:
     from flowlite.jobs.image_settings import read_prompts, resolve_config
 
     skip = ("func", "command", "threads", "resume", "dry_run", "overwrite")
+    if args.quiet:
+        hide_library_progress_bars()
     config = resolve_config({k: v for k, v in vars(args).items() if k not in skip})
     read_prompts(config["prompts"])
     read_prompts(config["eval_prompts"], "--eval-prompts")
@@ -119,6 +122,8 @@ def cmd_sd3_sample(args) -> int:
     from flowlite.jobs.image_sample import run_sample
     from flowlite.text import check_prompt_length
 
+    if args.quiet:
+        hide_library_progress_bars()
     for i, prompt in enumerate(args.prompt, 1):
         check_prompt_length(prompt, f"--prompt {i}")
     if args.output:
@@ -217,7 +222,7 @@ def build_parser() -> Parser:
     p.add_argument("--dry-run", action="store_true", help="build, run two steps, print s/step and peak memory; "
                                                           "write nothing")
     p.add_argument("--no-wandb", action="store_true", help="do not log to wandb even when it is installed")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the libraries' loading bars too)")
     p.set_defaults(func=cmd_sd3)
 
     p = sub.add_parser("sd3-sample", help="images from a trained run's LoRA through StableDiffusion3Pipeline")
@@ -230,6 +235,7 @@ def build_parser() -> Parser:
                    help="sampler steps (default: the run's eval steps)")
     p.add_argument("--guidance-scale", type=guidance_value, default=None, help="default: the run's (0 to 100)")
     p.add_argument("--output", default=None, help="a .png file or a folder (default RUN_DIR/samples)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (the libraries' loading bars too)")
     p.set_defaults(func=cmd_sd3_sample)
 
     from flowlite.jobs.plan import add_plan_parser

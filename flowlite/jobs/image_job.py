@@ -9,7 +9,9 @@ Data parallel: each rank samples its own trajectories (its own prompts and noise
 and backpropagates its own loss; the loop's ``Accelerator`` (built here from ``--grad-accum`` and
 ``--mixed-precision``, ``flowlite.parallel.processes``) wraps the method in DistributedDataParallel, which averages
 the gradients in the backward pass of the last micro-batch, so the LoRA stays identical on every rank. The logged loss
-is the mean over ranks. Trackers: TensorBoard and wandb (offline unless ``WANDB_MODE`` says otherwise) when installed,
+is the mean over ranks. With ``--fsdp`` the transformer is sharded instead (torch's FSDP2, ``flowlite.sharding``, one
+unit per block): every rank evaluates (rank 0 writes), and checkpoints and the LoRA file are gathered from the shards
+on every rank before rank 0 writes them. Trackers: TensorBoard and wandb (offline unless ``WANDB_MODE`` says otherwise) when installed,
 through ``accelerator.log``.
 
 Randomness is a pure function of (seed, step, micro-batch, rank): every micro-batch reseeds the global RNG, so
@@ -22,7 +24,6 @@ by the registry's method names), printed by ``python -m flowlite sd3 --help`` an
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from dataclasses import dataclass
@@ -35,7 +36,9 @@ from flowlite.checkpoint import write_folder_atomically
 from flowlite.errors import FlowliteError
 from flowlite.jobs.image_settings import (CONFIG_FILE, LORA_DIR, PRECISIONS, TINY_BASE_DIR, read_prompts,
                                           reproduce_command)
-from flowlite.parallel import Processes, processes, say
+from flowlite.jobs.image_processes import job_processes, shard_units, tracker_init
+from flowlite.parallel import Processes, say
+from flowlite.sharding import gathered, is_sharded
 from flowlite.sd3.lora import save_lora
 
 # ------------------------------------------------------------------------------------------- building
@@ -176,40 +179,13 @@ def _peak_memory_mib(device: torch.device) -> tuple[str, float]:
     return "process peak RSS", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def refuse_fsdp() -> None:
-    """Stop an FSDP launch (``accelerate launch --config_file configs/fsdp.yaml``) with one line saying why: the
-    shipped configs describe the sharding ``python -m flowlite plan --fsdp`` predicts, but this job does not run
-    sharded yet (README "Many GPUs": evaluation runs on rank 0 alone, checkpoints and the LoRA file read rank 0's shard
-    and the optimizer state is sharded; none of it has run on a GPU)."""
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
-        raise FlowliteError("FSDP launches are not supported by `flowlite sd3` yet (GPU only, and the job's evaluation "
-                            "and checkpoints are not sharded); launch with --multi_gpu for data parallelism, and see "
-                            "README 'Many GPUs'")
-
-
-def job_processes(config: dict, run_dir: Path | None = None) -> Processes:
-    """The job's ``Accelerator``: ``--grad-accum`` micro-batches per update, ``--mixed-precision``, and with a run
-    folder the trackers that are installed (TensorBoard; wandb unless ``--no-wandb``)."""
-    from flowlite.parallel import installed_trackers
-
-    refuse_fsdp()
-
-    wanted = ("tensorboard",) if config.get("no_wandb") else ("tensorboard", "wandb")
-    return processes(config["grad_accum"], config["mixed_precision"], run_dir,
-                     installed_trackers(wanted) if run_dir is not None else None)
-
-
-def tracker_init(config: dict, run_dir: Path) -> dict:
-    """wandb's ``init`` arguments: the run folder, the config, offline unless ``WANDB_MODE`` says otherwise."""
-    return {"wandb": {"dir": str(run_dir), "config": config, "mode": os.environ.get("WANDB_MODE", "offline")}}
-
-
 def dry_run(config: dict) -> dict:
     """Build everything, run two steps (the first warms up) and one evaluation; print seconds per step and peak
     memory. Writes nothing."""
     from flowlite.train import train
 
     procs = job_processes(config)
+    units = shard_units(config, procs)
     clock = time.perf_counter()
     job = build_job(config, procs)
     job.cache.free_text_encoders()  # as the run does: the encoders (T5-XXL ~9.5 GB in bf16) are not in its peak
@@ -217,7 +193,7 @@ def dry_run(config: dict) -> dict:
     if procs.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(procs.device)
     result = train(job.method, make_loss(job), job.optimizer, 2, grad_clip=config["grad_clip"], progress=False,
-                   accumulate=config["grad_accum"], accelerator=procs.accelerator)
+                   accumulate=config["grad_accum"], accelerator=procs.accelerator, shard_units=units)
     seconds = result.column("seconds")
     clock = time.perf_counter()
     job.evaluator(0)
@@ -241,6 +217,7 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
 
     out = Path(config["output"])
     procs = job_processes(config, out)
+    units = shard_units(config, procs)  # --fsdp: the family's FSDP units
     job = build_job(config, procs)  # everything that can fail on bad input fails before anything is written
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -252,8 +229,8 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
     job.cache.free_text_encoders()
     job.evaluator.out_dir = out / "eval" if procs.main else None
 
-    def evaluate(step: int) -> dict:
-        return job.evaluator(step) if procs.main else {}
+    def evaluate(step: int) -> dict:  # sharded, every rank runs the passes (each unit all-gathers); rank 0 writes
+        return job.evaluator(step) if procs.main or units else {}
 
     comfyui = bool(config.get("comfyui"))  # --comfyui: also the alpha-carrying file
 
@@ -265,14 +242,17 @@ def run_sd3(config: dict, resume: str | None = None) -> dict:
                    resume=resume is not None, grad_clip=config["grad_clip"], callback=evaluate,
                    callback_every=config["eval_every"], log_every=1, progress=not config.get("quiet"),
                    desc=f"sd3 {config['method']}", accumulate=config["grad_accum"], checkpoint_files=lora_files,
-                   accelerator=procs.accelerator, project="flowlite-sd3", tracker_init=tracker_init(config, out))
-    lora = torch.cat([p.detach().reshape(-1).float() for p in job.flow.trainable_parameters()])
-    summary = {"train_steps": result.step, "seconds": result.seconds, "world_size": procs.world, "rank": procs.rank,
-               "lora_max_difference_across_ranks": procs.max_difference(lora),
-               "last": {k: v for k, v in (result.history[-1] if result.history else {}).items()}}
-    if procs.main:
-        save_lora_atomically(job.flow, out / LORA_DIR, comfyui=comfyui)
-        write_json(out / "summary.json", summary)
+                   accelerator=procs.accelerator, project="flowlite-sd3", tracker_init=tracker_init(config, out),
+                   shard_units=units)
+    with gathered(job.method):  # sharded: the whole LoRA on every rank (each all-gathers); otherwise a no-op
+        lora = torch.cat([p.detach().reshape(-1).float() for p in job.flow.trainable_parameters()])
+        summary = {"train_steps": result.step, "seconds": result.seconds, "world_size": procs.world,
+                   "rank": procs.rank, "lora_max_difference_across_ranks": procs.max_difference(lora),
+                   "sharded": is_sharded(job.method),
+                   "last": {k: v for k, v in (result.history[-1] if result.history else {}).items()}}
+        if procs.main:
+            save_lora_atomically(job.flow, out / LORA_DIR, comfyui=comfyui)
+            write_json(out / "summary.json", summary)
     if procs.world > 1:
         say(f"rank {procs.rank}/{procs.world} lora_max_difference_across_ranks "
             f"{summary['lora_max_difference_across_ranks']:.3g} lora_sum {lora.double().sum().item():.12g}")

@@ -34,6 +34,7 @@ class ImageFamily:
     prompts: str
     tiny_options: dict = field(default_factory=dict)  # the tiny builder's arguments for this family
     has_t5_drop: bool = True  # False: the prompt states come from T5, so --drop-t5 is refused
+    fsdp_units: tuple[str, ...] = ("JointTransformerBlock",)  # --fsdp's units: configs/fsdp*.yaml's classes
 
     def _piece(self, name: str):
         return getattr(importlib.import_module(self.package), name)
@@ -101,7 +102,8 @@ MODELS = {
          "max_sequence_length": 512},
         "FluxPipeline's defaults for FLUX.1-dev (guidance embedding 3.5, 28 steps, T5 length 512); 512 px as the "
         "SD3 budget (derived; FLUX.1-dev's native size is 1024)",
-        "flowlite.flux", "load_flux", "build_tiny_flux", "FluxFlow", "FluxPromptCache", has_t5_drop=False),
+        "flowlite.flux", "load_flux", "build_tiny_flux", "FluxFlow", "FluxPromptCache", has_t5_drop=False,
+        fsdp_units=("FluxTransformerBlock", "FluxSingleTransformerBlock")),
 }
 
 

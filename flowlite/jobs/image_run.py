@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-from flowlite.jobs.image_job import refuse_fsdp, run_sd3
+from flowlite.jobs.image_job import run_sd3
+from flowlite.jobs.image_processes import refuse_fsdp
 from flowlite.jobs.image_settings import check_resume
 from flowlite.jobs.run_lock import RunLock
 from flowlite.jobs.validate import check_output

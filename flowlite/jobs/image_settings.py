@@ -81,6 +81,8 @@ SETTINGS = (
                                         "needs --mixed-precision bf16); the LoRA stays fp32", identity=True,
             choices=("int8",)),
     Setting("gradient_checkpointing", False, None, "recompute the transformer blocks in the backward pass"),
+    Setting("fsdp", False, None, "shard the transformer across the launched processes with torch's FSDP2, one unit "
+                                 "per block (README 'Many GPUs')"),
     Setting("drop_t5", False, None, "no T5 text encoder (its embeddings are zeros)", identity=True),
     Setting("max_sequence_length", 256, positive_int, "T5 tokens", identity=True),
     Setting("eval_every", 50, positive_int, "evaluate every N updates"),

@@ -1,7 +1,8 @@
 """The shipped FSDP configs (``configs/fsdp*.yaml``), read by accelerate's own launcher: they ask for full-shard with
 ``use_orig_params`` and one FSDP unit per transformer block, and those units are exactly the blocks the memory
-planner's ``--fsdp`` gathers one at a time. accelerate runs FSDP on GPUs only (the plugin needs a GPU-like device and
-a CPU process group stays plain data parallel), so on CPU the job refuses an FSDP launch with one line."""
+planner's ``--fsdp`` gathers one at a time and the job's ``--fsdp`` shards. accelerate runs its FSDP plugin on GPUs only
+(it needs a GPU-like device, and a CPU process group stays plain data parallel), so it has never run here and the job
+refuses a launch through it with one line; ``--fsdp`` shards with torch's FSDP2 instead, rehearsed on CPU."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from accelerate.utils.dataclasses import get_module_class_from_name
 from accelerate.utils.launch import prepare_multi_gpu_env
 from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
+from flowlite.jobs.image_models import MODELS
 from flowlite.jobs.plan import LORA_TARGETS, Workload, count_state
 from flowlite.jobs.plan_models import load_spec
 from flowlite.jobs.plan_trace import build_meta
@@ -27,10 +29,13 @@ def launch_environment(config_file: Path) -> tuple[dict, int]:
     return prepare_multi_gpu_env(args), args.num_processes
 
 
-@pytest.mark.parametrize("config_file, model, depths", [("fsdp.yaml", "sd3.5-medium", {"joint": 2, "dual": 1}),
-                                                         ("fsdp_flux.yaml", "flux.1-dev", {"double": 1, "single": 2})])
-def test_config_shards_the_blocks_the_planner_gathers(config_file, model, depths):
+@pytest.mark.parametrize("config_file, model, depths, families", [
+    ("fsdp.yaml", "sd3.5-medium", {"joint": 2, "dual": 1}, ("sd3", "sd3.5")),
+    ("fsdp_flux.yaml", "flux.1-dev", {"double": 1, "single": 2}, ("flux",))])
+def test_config_shards_the_blocks_the_planner_gathers(config_file, model, depths, families):
     env, processes = launch_environment(ROOT / "configs" / config_file)
+    for family in families:  # the job's --fsdp shards the same units (flowlite.sharding)
+        assert MODELS[family].fsdp_units == tuple(env["FSDP_TRANSFORMER_CLS_TO_WRAP"].split(","))
     assert env["ACCELERATE_USE_FSDP"] == "true" and env["FSDP_SHARDING_STRATEGY"] == "FULL_SHARD"
     assert env["FSDP_USE_ORIG_PARAMS"] == "true"  # LoRA parameters trainable beside frozen ones in one unit
     assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"

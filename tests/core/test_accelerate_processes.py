@@ -34,12 +34,17 @@ def launch(module_args: list[str], timeout: int = 300) -> subprocess.CompletedPr
     return subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("two")
-    done = launch([str(HERE / "two_process_training.py"), str(out)])
+def launch_script(script: str, out: Path) -> tuple[Path, list[dict]]:
+    """Launch ``script`` (beside this file) on two processes writing into ``out``; the run must succeed. Returns
+    ``out`` and what each rank wrote to ``rank{r}.json``."""
+    done = launch([str(HERE / script), str(out)])
     assert done.returncode == 0, done.stderr[-3000:]
     return out, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    return launch_script("two_process_training.py", tmp_path_factory.mktemp("two"))
 
 
 def one_process_on_the_doubled_batch(folder: Path):

@@ -9,25 +9,17 @@ of every update to 1e-5 (relative), the evaluation on every rank to 1e-6; the ba
 pretrained ones. Checkpoints and the diffusers LoRA file hold whole tensors gathered from the shards, and a sharded run
 resumed from its checkpoint (optimizer state included) equals the uninterrupted one bit for bit."""
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.core import fsdp_rehearsal as script
-from tests.core.test_accelerate_processes import launch
-
-HERE = Path(__file__).resolve().parent
+from tests.core.test_accelerate_processes import launch_script
 
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    out = tmp_path_factory.mktemp("fsdp")
-    done = launch([str(HERE / "fsdp_rehearsal.py"), str(out)])
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return launch_script("fsdp_rehearsal.py", tmp_path_factory.mktemp("fsdp"))
 
 
 def lora_keys(state: dict) -> list[str]:

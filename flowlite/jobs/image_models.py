@@ -39,19 +39,19 @@ class ImageFamily:
     def _piece(self, name: str):
         return getattr(importlib.import_module(self.package), name)
 
-    def _t5(self, drop_t5: bool) -> dict:
+    def _refuse_t5_drop(self, drop_t5: bool) -> None:
         if drop_t5 and not self.has_t5_drop:
             raise FlowliteError(f"--drop-t5 does not apply to --model {self.name}: its prompt states come from T5")
-        return {"drop_t5": drop_t5} if self.has_t5_drop else {}
 
     def load(self, pretrained, dtype, device, drop_t5: bool = False, quantize: str | None = None):
         """The family's pipeline from a hub id or folder; ``quantize="int8"``: its transformer in int8 (theory §12.9)."""
-        return self._piece(self.loader)(pretrained, dtype=dtype, device=device, quantize=quantize,
-                                        **self._t5(drop_t5))
+        self._refuse_t5_drop(drop_t5)
+        t5 = {"drop_t5": drop_t5} if self.has_t5_drop else {}
+        return self._piece(self.loader)(pretrained, dtype=dtype, device=device, quantize=quantize, **t5)
 
     def tiny(self, seed: int = 0, drop_t5: bool = False):
         """The family's tiny random pipeline (deterministic in ``seed``)."""
-        self._t5(drop_t5)  # refuses --drop-t5 where it does not apply
+        self._refuse_t5_drop(drop_t5)
         t5 = {"t5": not drop_t5} if self.has_t5_drop else {}
         return self._piece(self.tiny_builder)(seed=seed, **t5, **self.tiny_options)
 

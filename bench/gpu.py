@@ -27,6 +27,7 @@ from flowlite.jobs.plan_check import _status, sd3_config
 from flowlite.jobs.plan_models import ModelSpec, load_spec
 from flowlite.jobs.plan_trace import default_dtype
 from flowlite.methods import METHODS
+from flowlite.sd3.quantization import BASE_QUANTIZATIONS
 
 TINY = {"sd3-tiny": ModelSpec("sd3-tiny", sd3_config("tiny", 8), 64, 16, cfg=True),
         "flux-tiny": ModelSpec("flux-tiny", {
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--updates", type=int, default=2, help="timed updates after one warm-up update")
     parser.add_argument("--budget-seconds", type=float, default=420.0)
     parser.add_argument("--card-gib", type=float, default=None, help="default: the device's memory")
-    parser.add_argument("--quantize-base", choices=["int8"], default=None, help="the frozen linear weights in int8")
+    parser.add_argument("--quantize-base", choices=list(BASE_QUANTIZATIONS), default=None,
+                        help="the frozen linear weights in int8")
     parser.add_argument("--out", default="bench/gpu_results.json")
     args = parser.parse_args(argv)
     device = torch.device(args.device)

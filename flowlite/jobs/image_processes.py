@@ -14,7 +14,7 @@ from flowlite.parallel import Processes, processes
 def refuse_fsdp() -> None:
     """Stop a launch with accelerate's FSDP plugin (``accelerate launch --config_file configs/fsdp.yaml``) with one
     line: the job shards with ``--fsdp`` (torch's FSDP2 applied by ``flowlite.sharding``, the path rehearsed on CPU by
-    ``tests/core/test_fsdp_rehearsal.py`` and ``tests/jobs/test_sd3_fsdp_job.py``), never through accelerate's plugin,
+    ``tests/core/test_fsdp_rehearsal.py`` and ``tests/jobs/test_sd3_job.py``), never through accelerate's plugin,
     which runs on GPUs only and so has never run here (README "Many GPUs")."""
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
         raise FlowliteError("accelerate's FSDP plugin is not supported by `flowlite sd3` (GPU only, never rehearsed); "

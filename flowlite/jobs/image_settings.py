@@ -22,6 +22,7 @@ from flowlite.jobs.arguments import beta_value, guidance_value, positive_float, 
 from flowlite.jobs.image_models import MODELS, infer_model
 from flowlite.methods import METHODS, takes_beta
 from flowlite.rewards.registry import IMAGE_REWARDS, OPTIONAL
+from flowlite.sd3.quantization import BASE_QUANTIZATIONS
 from flowlite.sd3.recipes import RECIPES
 
 PRECISIONS = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -79,7 +80,7 @@ SETTINGS = (
             identity=True, choices=tuple(PRECISIONS)),
     Setting("quantize_base", None, str, "store the frozen transformer's linear weights in int8 (torchao, weight-only; "
                                         "needs --mixed-precision bf16); the LoRA stays fp32", identity=True,
-            choices=("int8",)),
+            choices=tuple(BASE_QUANTIZATIONS)),
     Setting("gradient_checkpointing", False, None, "recompute the transformer blocks in the backward pass"),
     Setting("fsdp", False, None, "shard the transformer across the launched processes with torch's FSDP2, one unit "
                                  "per block (README 'Many GPUs')"),

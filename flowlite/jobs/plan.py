@@ -23,7 +23,7 @@ from flowlite.jobs.plan_models import MODELS, ModelSpec, load_spec
 from flowlite.jobs.plan_trace import build_meta, trace_passes
 from flowlite.methods import METHODS
 from flowlite.sd3.flow import LORA_TARGETS
-from flowlite.sd3.quantization import int8_linear_bytes
+from flowlite.sd3.quantization import BASE_QUANTIZATIONS, int8_linear_bytes
 
 CARDS_GIB = (24, 48, 80)
 USABLE = 0.9  # of a card's memory left for tensors (the rest: CUDA context, allocator fragmentation)
@@ -188,7 +188,7 @@ def add_plan_parser(sub) -> None:
     p.add_argument("--gpus", type=positive_int, default=1)
     p.add_argument("--fsdp", action="store_true", help="FSDP full-shard of the base and the LoRA over --gpus")
     p.add_argument("--rank", type=positive_int, default=8, help="LoRA rank")
-    p.add_argument("--quantize-base", choices=["int8"], default=None,
+    p.add_argument("--quantize-base", choices=list(BASE_QUANTIZATIONS), default=None,
                    help="the frozen transformer's linear weights in int8 (as the job's --quantize-base)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the rows as JSON")
     p.set_defaults(func=cmd_plan)

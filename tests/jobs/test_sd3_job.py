@@ -234,7 +234,7 @@ def launch_two_processes(prompts, out: Path, *extra: str) -> subprocess.Complete
 
 @pytest.fixture(scope="module")
 def two_processes(prompts, tmp_path_factory):
-    """Data parallel (DDP) and, for tests/jobs/test_sd3_fsdp_job.py, the same run with the transformer sharded."""
+    """Data parallel (DDP) and, for the --fsdp comparison below, the same run with the transformer sharded."""
     out = tmp_path_factory.mktemp("two")
     return {kind: (out / kind, launch_two_processes(prompts, out / kind, *flags))
             for kind, flags in (("ddp", ()), ("fsdp", ("--fsdp",)))}
